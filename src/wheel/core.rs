@@ -1,0 +1,452 @@
+//! The hierarchical deadline wheel: a pure data structure over `core` and `alloc`.
+//!
+//! Time is a tick count (1 tick = 1 ms) handed in by the caller; nothing in this file reads a
+//! clock, so it runs unchanged on a `no_std` target and tests drive it tick by tick.
+//!
+//! # Ground rules
+//! - The wheel owns its entries in a slab; callers hold [`Key`]s (index + generation). A stale
+//!   key (its entry removed, the slot reused) is refused by every method: cancel-after-fire and
+//!   double removal are harmless.
+//! - An entry lives from [`Wheel::insert`] to [`Wheel::remove`]; between them it can be armed,
+//!   fired, disarmed and re-armed any number of times without allocating.
+//!
+//! # Invariants
+//! 1. An armed entry is linked into exactly one list: a slot of one level, or the `due` list of
+//!    entries whose deadline has passed and which [`Wheel::poll`] hands out next.
+//! 2. An entry in a slot was filed for a deadline `filed` whose slot it is (see `level.rs`);
+//!    its requested `deadline` is never earlier than `filed` (re-arming later is lazy, re-arming
+//!    earlier moves the entry at once).
+//! 3. Every slot whose start is at or before `elapsed` has been emptied: nothing armed is
+//!    behind the wheel's time except in `due`.
+//! 4. `armed` counts the entries linked into any list.
+//!
+//! # Implementation
+//! Slab of entries with intrusive doubly-linked lists through `u32` indices, one list per slot
+//! of each level plus `due`: insert, cancel and re-arm are O(1) and allocation-free once the
+//! slab has grown to the working-set size. Re-arming to a later deadline (every frame pushes a
+//! heartbeat deadline out) only records the new deadline: the entry is re-filed when its old
+//! slot comes due, as tokio's wheel does. Processing a slot of a higher level re-files its
+//! entries into lower levels (cascading); level-0 slots are one tick wide, so entries reach
+//! `due` in deadline order.
+
+extern crate alloc;
+
+use super::level::{level_for, slot_for, Occupancy, MAX_DURATION, NUM_LEVELS, SLOTS};
+use alloc::vec::Vec;
+
+/// "No entry" in the intrusive lists.
+const NIL: u32 = u32::MAX;
+/// Index of the `due` list, after the `NUM_LEVELS * SLOTS` slot lists.
+const DUE: usize = NUM_LEVELS * SLOTS;
+const LISTS: usize = DUE + 1;
+
+/// Names one entry of the wheel. Copyable; refused once its entry is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    index: u32,
+    generation: u32,
+}
+
+/// Where an entry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerState {
+    /// Not armed: never armed, disarmed, or fired and handed out.
+    Idle,
+    /// Linked into a slot or the due list; will be handed out by `poll`.
+    Armed,
+    /// Handed out by `poll` and not re-armed since.
+    Fired,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+const EMPTY: List = List {
+    head: NIL,
+    tail: NIL,
+};
+
+struct Entry<T> {
+    /// The deadline the owner asked for.
+    deadline: u64,
+    /// The deadline this entry was filed under (its slot's); `<= deadline` (invariant 2).
+    filed: u64,
+    /// Static name, for logs and metrics: "heartbeat", "idle", "token", ...
+    name: &'static str,
+    state: TimerState,
+    /// The list this entry is linked into while armed.
+    list: u32,
+    prev: u32,
+    next: u32,
+    value: T,
+}
+
+enum SlabBody<T> {
+    Vacant { next_free: u32 },
+    Occupied(Entry<T>),
+}
+
+struct SlabSlot<T> {
+    /// Bumped on every removal, so that old keys to this index are refused.
+    generation: u32,
+    body: SlabBody<T>,
+}
+
+/// A hierarchical timing wheel holding values of type `T` with named deadlines.
+pub struct Wheel<T> {
+    /// The wheel's time: every deadline at or before it has been moved to `due`.
+    elapsed: u64,
+    slab: Vec<SlabSlot<T>>,
+    /// Head of the free list of vacant slab slots.
+    free: u32,
+    /// Entries in the slab (armed or not).
+    len: usize,
+    /// Entries linked into a list (invariant 4).
+    armed: usize,
+    lists: Vec<List>,
+    occupied: [Occupancy; NUM_LEVELS],
+}
+
+impl<T> Default for Wheel<T> {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+impl<T> Wheel<T> {
+    /// An empty wheel whose time starts at `now`.
+    pub fn new(now: u64) -> Self {
+        Wheel {
+            elapsed: now,
+            slab: Vec::new(),
+            free: NIL,
+            len: 0,
+            armed: 0,
+            lists: alloc::vec![EMPTY; LISTS],
+            occupied: [Occupancy::default(); NUM_LEVELS],
+        }
+    }
+
+    /// An empty wheel with room for `capacity` entries before it allocates.
+    pub fn with_capacity(now: u64, capacity: usize) -> Self {
+        let mut wheel = Self::new(now);
+        wheel.slab.reserve(capacity);
+        wheel
+    }
+
+    /// The wheel's time: the latest `now` it was polled to completion with.
+    pub fn elapsed(&self) -> u64 {
+        self.elapsed
+    }
+
+    /// Entries held (armed or not).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Entries armed and not yet handed out by `poll`.
+    pub fn armed(&self) -> usize {
+        self.armed
+    }
+
+    /// Adds an entry armed for `deadline` and returns its key.
+    pub fn insert(&mut self, deadline: u64, name: &'static str, value: T) -> Key {
+        let entry = Entry {
+            deadline,
+            filed: deadline,
+            name,
+            state: TimerState::Idle,
+            list: NIL,
+            prev: NIL,
+            next: NIL,
+            value,
+        };
+        let index = if self.free == NIL {
+            let index = self.slab.len() as u32;
+            self.slab.push(SlabSlot {
+                generation: 0,
+                body: SlabBody::Occupied(entry),
+            });
+            index
+        } else {
+            let index = self.free;
+            let slot = &mut self.slab[index as usize];
+            self.free = match slot.body {
+                SlabBody::Vacant { next_free } => next_free,
+                SlabBody::Occupied(_) => unreachable_free_list(index),
+            };
+            slot.body = SlabBody::Occupied(entry);
+            index
+        };
+        self.len += 1;
+        self.arm(index, deadline);
+        Key {
+            index,
+            generation: self.slab[index as usize].generation,
+        }
+    }
+
+    /// Re-arms `key` for `deadline`, whatever its state. Returns false for a stale key.
+    ///
+    /// A later deadline on an entry still in its slot is only recorded (O(1), no relinking).
+    pub fn reset(&mut self, key: Key, deadline: u64) -> bool {
+        let Some(entry) = self.entry_mut(key) else {
+            return false;
+        };
+        if entry.state == TimerState::Armed && entry.list as usize != DUE && deadline >= entry.filed
+        {
+            entry.deadline = deadline;
+            return true;
+        }
+        self.disarm(key.index);
+        self.arm(key.index, deadline);
+        true
+    }
+
+    /// Disarms `key` without removing it. Returns true if it was armed.
+    pub fn cancel(&mut self, key: Key) -> bool {
+        match self.entry(key) {
+            Some(entry) if entry.state == TimerState::Armed => {
+                self.disarm(key.index);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes `key`'s entry (disarming it) and returns its value; `None` for a stale key.
+    pub fn remove(&mut self, key: Key) -> Option<T> {
+        self.entry(key)?;
+        self.disarm(key.index);
+        let slot = &mut self.slab[key.index as usize];
+        let body = core::mem::replace(
+            &mut slot.body,
+            SlabBody::Vacant {
+                next_free: self.free,
+            },
+        );
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free = key.index;
+        self.len -= 1;
+        match body {
+            SlabBody::Occupied(entry) => Some(entry.value),
+            SlabBody::Vacant { .. } => None,
+        }
+    }
+
+    /// The state of `key`'s entry, `None` for a stale key.
+    pub fn state(&self, key: Key) -> Option<TimerState> {
+        self.entry(key).map(|e| e.state)
+    }
+
+    /// The requested deadline and name of `key`'s entry.
+    pub fn deadline(&self, key: Key) -> Option<(u64, &'static str)> {
+        self.entry(key).map(|e| (e.deadline, e.name))
+    }
+
+    pub fn get(&self, key: Key) -> Option<&T> {
+        self.entry(key).map(|e| &e.value)
+    }
+
+    pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
+        self.entry_mut(key).map(|e| &mut e.value)
+    }
+
+    /// The earliest tick at which `poll` may hand something out: now if anything is due, else
+    /// the start of the earliest occupied slot (which may hold only lazily re-armed entries, so
+    /// this is a lower bound, never later than the true next deadline).
+    pub fn next_deadline(&self) -> Option<u64> {
+        if self.lists[DUE].head != NIL {
+            return Some(self.elapsed);
+        }
+        self.next_slot().map(|(_, _, start)| start)
+    }
+
+    /// Hands out the next entry whose deadline is at or before `now`, marking it fired; `None`
+    /// when nothing more is due. Call it in a loop, bounded by the caller's budget per turn.
+    pub fn poll(&mut self, now: u64) -> Option<Key> {
+        loop {
+            let head = self.lists[DUE].head;
+            if head != NIL {
+                self.unlink(head);
+                let slot = &mut self.slab[head as usize];
+                if let SlabBody::Occupied(entry) = &mut slot.body {
+                    entry.state = TimerState::Fired;
+                }
+                return Some(Key {
+                    index: head,
+                    generation: slot.generation,
+                });
+            }
+            match self.next_slot() {
+                Some((level, slot, start)) if start <= now => self.process_slot(level, slot, start),
+                _ => {
+                    if now > self.elapsed {
+                        self.elapsed = now;
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The earliest occupied slot: lowest level first (a level only holds deadlines inside the
+    /// current slot of the level above, so the lowest non-empty level is the earliest).
+    fn next_slot(&self) -> Option<(usize, usize, u64)> {
+        (0..NUM_LEVELS).find_map(|level| {
+            self.occupied[level]
+                .next_expiration(level, self.elapsed)
+                .map(|(slot, start)| (level, slot, start))
+        })
+    }
+
+    /// Advances time to `start` and empties slot `slot` of `level`: due entries go to `due` in
+    /// list order, the rest are re-filed (cascade, or a lazily re-armed deadline).
+    fn process_slot(&mut self, level: usize, slot: usize, start: u64) {
+        debug_assert!(
+            start >= self.elapsed,
+            "slot behind the wheel: start={start}; elapsed={}; level={level}; slot={slot}",
+            self.elapsed
+        );
+        self.elapsed = start;
+        let list = level * SLOTS + slot;
+        // Bounded: each entry of the slot is moved exactly once; re-filed entries land in a
+        // lower level or a later slot, never back in this one.
+        let mut index = self.lists[list].head;
+        self.lists[list] = EMPTY;
+        self.occupied[level].clear(slot);
+        while index != NIL {
+            let (next, deadline) = match &mut self.slab[index as usize].body {
+                SlabBody::Occupied(entry) => {
+                    let next = entry.next;
+                    entry.list = NIL;
+                    entry.prev = NIL;
+                    entry.next = NIL;
+                    entry.state = TimerState::Idle;
+                    (next, entry.deadline)
+                }
+                SlabBody::Vacant { .. } => unreachable_free_list(index),
+            };
+            self.armed -= 1;
+            self.arm(index, deadline);
+            index = next;
+        }
+    }
+
+    /// Links entry `index` (not linked) for `deadline`.
+    fn arm(&mut self, index: u32, deadline: u64) {
+        let elapsed = self.elapsed;
+        let (list, filed) = if deadline <= elapsed {
+            (DUE, elapsed)
+        } else {
+            // Farther than the wheel spans: file at the horizon, re-filed when it comes due.
+            let filed = deadline.min(elapsed + (MAX_DURATION - 1));
+            let level = level_for(elapsed, filed);
+            let slot = slot_for(filed, level);
+            self.occupied[level].set(slot);
+            (level * SLOTS + slot, filed)
+        };
+        if let SlabBody::Occupied(entry) = &mut self.slab[index as usize].body {
+            entry.deadline = deadline;
+            entry.filed = filed;
+            entry.state = TimerState::Armed;
+        }
+        self.push_back(list, index);
+        self.armed += 1;
+    }
+
+    /// Unlinks entry `index` if it is armed and marks it idle.
+    fn disarm(&mut self, index: u32) {
+        let armed = matches!(
+            &self.slab[index as usize].body,
+            SlabBody::Occupied(entry) if entry.state == TimerState::Armed
+        );
+        if armed {
+            self.unlink(index);
+            if let SlabBody::Occupied(entry) = &mut self.slab[index as usize].body {
+                entry.state = TimerState::Idle;
+            }
+        }
+    }
+
+    fn push_back(&mut self, list: usize, index: u32) {
+        let tail = self.lists[list].tail;
+        if let SlabBody::Occupied(entry) = &mut self.slab[index as usize].body {
+            entry.list = list as u32;
+            entry.prev = tail;
+            entry.next = NIL;
+        }
+        if tail == NIL {
+            self.lists[list].head = index;
+        } else if let SlabBody::Occupied(prev) = &mut self.slab[tail as usize].body {
+            prev.next = index;
+        }
+        self.lists[list].tail = index;
+    }
+
+    /// Unlinks an armed entry from its list (O(1)), keeping occupancy bits exact.
+    fn unlink(&mut self, index: u32) {
+        let (list, prev, next) = match &mut self.slab[index as usize].body {
+            SlabBody::Occupied(entry) => {
+                let links = (entry.list as usize, entry.prev, entry.next);
+                entry.list = NIL;
+                entry.prev = NIL;
+                entry.next = NIL;
+                links
+            }
+            SlabBody::Vacant { .. } => unreachable_free_list(index),
+        };
+        debug_assert!(list < LISTS, "unlink of an unlinked entry: index={index}");
+        if prev == NIL {
+            self.lists[list].head = next;
+        } else if let SlabBody::Occupied(p) = &mut self.slab[prev as usize].body {
+            p.next = next;
+        }
+        if next == NIL {
+            self.lists[list].tail = prev;
+        } else if let SlabBody::Occupied(n) = &mut self.slab[next as usize].body {
+            n.prev = prev;
+        }
+        if list != DUE && self.lists[list].head == NIL {
+            self.occupied[list / SLOTS].clear(list % SLOTS);
+        }
+        self.armed -= 1;
+    }
+
+    fn entry(&self, key: Key) -> Option<&Entry<T>> {
+        match self.slab.get(key.index as usize) {
+            Some(SlabSlot {
+                generation,
+                body: SlabBody::Occupied(entry),
+            }) if *generation == key.generation => Some(entry),
+            _ => None,
+        }
+    }
+
+    fn entry_mut(&mut self, key: Key) -> Option<&mut Entry<T>> {
+        match self.slab.get_mut(key.index as usize) {
+            Some(SlabSlot {
+                generation,
+                body: SlabBody::Occupied(entry),
+            }) if *generation == key.generation => Some(entry),
+            _ => None,
+        }
+    }
+}
+
+/// The free list and the lists only ever hold the right kind of slab slot; reaching this is a
+/// bug in this file, never something a caller or a client can cause.
+#[cold]
+fn unreachable_free_list(index: u32) -> ! {
+    panic!("deadline wheel slab corrupted at index={index}")
+}
+
+#[cfg(test)]
+mod tests;
