@@ -27,6 +27,10 @@ pub const NUM_LEVELS: usize = 6;
 /// The farthest deadline the wheel files exactly, in ticks from now, derived from the geometry.
 /// Later deadlines are filed at this horizon and re-filed when it comes due.
 pub const MAX_DURATION: u64 = 1 << (SLOT_BITS as usize * NUM_LEVELS);
+const _: () = assert!(
+    MAX_DURATION >= 1 << 32,
+    "the wheel must span at least 2^32 ms"
+);
 
 const SLOT_MASK: u64 = (SLOTS as u64) - 1;
 
@@ -104,7 +108,6 @@ mod tests {
 
     #[test]
     fn geometry_covers_at_least_2_pow_32_ms() {
-        assert!(MAX_DURATION >= 1 << 32);
         assert_eq!(level_range(NUM_LEVELS - 1), MAX_DURATION);
         assert_eq!(slot_range(1), 64);
         assert_eq!(level_range(0), 64);

@@ -1,0 +1,511 @@
+//! A scope: a node of the lifetime tree that owns child scopes, tasks and named timers.
+//!
+//! # Invariants
+//! 1. A node's parent outlives it in memory (children hold a strong `Rc` to the parent; parents
+//!    hold `Weak` children), so the tree has no reference cycle and a path can always be built.
+//! 2. Once cancelled, a node stays cancelled with its first reason; its children are cancelled
+//!    with `Parent(reason)`, its timers disarmed, its waiters woken — all in one call.
+//! 3. No `RefCell` borrow of a node is held while foreign code runs (wakers, task drops, child
+//!    cancellation), so cancellation can re-enter the tree safely.
+//! 4. Cancelling a deep tree is a loop over an explicit work list, never recursion.
+//!
+//! # Implementation
+//! Children, tasks and waiters live in small index-stable slabs so removal is O(1) even under
+//! the server scope's ten thousand connections. Dropping the owning [`Scope`] handle cancels the
+//! node with `Finished` and drops the tasks it still owns (which cancels them at once).
+
+use super::reason::CancelReason;
+use super::registry::Registry;
+use super::slab::Slab;
+use crate::wheel::{Key, TimerHandle, TimerOwner, Timers};
+use smol::LocalExecutor;
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::task::Waker;
+
+/// What a scope stands for; printed in paths and the scope dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeKind {
+    Server,
+    Connection,
+    Request,
+    Session,
+    Consultation,
+    Task,
+}
+
+impl ScopeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeKind::Server => "server",
+            ScopeKind::Connection => "conn",
+            ScopeKind::Request => "req",
+            ScopeKind::Session => "session",
+            ScopeKind::Consultation => "consult",
+            ScopeKind::Task => "task",
+        }
+    }
+}
+
+/// How a scope timer acts when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    /// Cancels the scope with `Deadline(name)`.
+    Deadline,
+    /// Only wakes whoever awaits it (a heartbeat ping is due, a warning is due).
+    Alarm,
+}
+
+pub(crate) struct TimerRec {
+    pub(crate) key: Key,
+    pub(crate) name: &'static str,
+    pub(crate) kind: TimerKind,
+}
+
+/// What every scope of one executor shares.
+pub struct Runtime {
+    pub executor: LocalExecutor<'static>,
+    pub timers: Timers,
+    pub(crate) registry: Registry,
+    next_id: Cell<u64>,
+}
+
+impl Runtime {
+    pub fn new(timers: Timers) -> Rc<Runtime> {
+        Rc::new(Runtime {
+            executor: LocalExecutor::new(),
+            timers,
+            registry: Registry::default(),
+            next_id: Cell::new(1),
+        })
+    }
+
+    /// Live scopes (registered and not yet dropped).
+    pub fn live_scopes(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// A new root scope (the server's).
+    pub fn root(self: &Rc<Self>, kind: ScopeKind, label: &str) -> Scope {
+        Scope::new_node(self.clone(), kind, label, None)
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+pub(crate) struct Node {
+    pub(crate) id: u64,
+    pub(crate) kind: ScopeKind,
+    pub(crate) label: RefCell<String>,
+    /// Tick the scope was created at.
+    pub(crate) created_at: u64,
+    pub(crate) rt: Rc<Runtime>,
+    /// The parent and this node's slot in the parent's `children` (invariant 1).
+    pub(crate) parent: RefCell<Option<(Rc<Node>, usize)>>,
+    pub(crate) children: RefCell<Slab<Weak<Node>>>,
+    /// `Some` once cancelled (invariant 2).
+    pub(crate) reason: RefCell<Option<CancelReason>>,
+    /// Tasks awaiting cancellation.
+    pub(crate) waiters: RefCell<Slab<Waker>>,
+    /// Tasks this scope owns; dropped (cancelled at once) when the owning handle drops.
+    pub(crate) tasks: RefCell<Slab<smol::Task<()>>>,
+    pub(crate) timers: RefCell<Vec<TimerRec>>,
+    /// This node's slot in the registry.
+    pub(crate) registry_slot: Cell<usize>,
+    /// A trace id (hex) for logs, set by the session or request that runs here.
+    pub(crate) trace_id: RefCell<Option<String>>,
+    pub(crate) self_weak: RefCell<Weak<Node>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.rt.registry.remove(self.registry_slot.get());
+        if let Some((parent, slot)) = self.parent.borrow_mut().take() {
+            parent.children.borrow_mut().remove(slot);
+        }
+    }
+}
+
+impl TimerOwner for Node {
+    fn timer_fired(&self, key: Key, name: &'static str) {
+        let kind = self
+            .timers
+            .borrow()
+            .iter()
+            .find(|t| t.key == key)
+            .map(|t| t.kind);
+        match kind {
+            Some(TimerKind::Deadline) => {
+                log::info!(
+                    "event=deadline_fired deadline={name} scope={} trace_id={}",
+                    self.path(),
+                    self.trace_id.borrow().as_deref().unwrap_or("-")
+                );
+                self.cancel(CancelReason::Deadline(name));
+            }
+            Some(TimerKind::Alarm) => {
+                log::debug!("event=alarm_fired alarm={name} scope={}", self.path());
+            }
+            None => {}
+        }
+    }
+}
+
+impl Node {
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.reason.borrow().is_some()
+    }
+
+    /// `kind:id` segments from the root down, e.g. `server:1/conn:7/session:9`.
+    pub(crate) fn path(&self) -> String {
+        let mut segments = vec![format!("{}:{}", self.kind.as_str(), self.id)];
+        let mut cursor = self.parent.borrow().as_ref().map(|(p, _)| p.clone());
+        // Bounded by the tree's depth (a handful of levels).
+        while let Some(node) = cursor {
+            segments.push(format!("{}:{}", node.kind.as_str(), node.id));
+            cursor = node.parent.borrow().as_ref().map(|(p, _)| p.clone());
+        }
+        segments.reverse();
+        segments.join("/")
+    }
+
+    /// Cancels this node and everything below it (invariants 2-4).
+    pub(crate) fn cancel(&self, reason: CancelReason) {
+        let Some(me) = self.self_weak.borrow().upgrade() else {
+            return;
+        };
+        let mut work: Vec<(Rc<Node>, CancelReason)> = vec![(me, reason)];
+        while let Some((node, reason)) = work.pop() {
+            if node.is_cancelled() {
+                continue;
+            }
+            *node.reason.borrow_mut() = Some(reason.clone());
+            let timers = node.rt.timers.clone();
+            for rec in node.timers.borrow().iter() {
+                timers.with_wheel(|w| w.cancel(rec.key));
+            }
+            let children: Vec<Rc<Node>> = node
+                .children
+                .borrow()
+                .iter()
+                .filter_map(|(_, c)| c.upgrade())
+                .collect();
+            for child in children {
+                // Flattened to the root cause: a deep tree must not build a deep reason.
+                let inherited = CancelReason::Parent(Box::new(reason.root().clone()));
+                work.push((child, inherited));
+            }
+            let waiters = node.waiters.borrow_mut().drain();
+            for waker in waiters {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Adds a timer owned by this node.
+    pub(crate) fn arm(&self, name: &'static str, at: u64, kind: TimerKind) -> TimerHandle {
+        let owner: Weak<dyn TimerOwner> = self.self_weak.borrow().clone();
+        let handle = self.rt.timers.arm(name, at, Some(owner));
+        self.timers.borrow_mut().push(TimerRec {
+            key: handle.key(),
+            name,
+            kind,
+        });
+        if self.is_cancelled() {
+            handle.cancel();
+        }
+        handle
+    }
+
+    pub(crate) fn forget_timer(&self, key: Key) {
+        self.timers.borrow_mut().retain(|t| t.key != key);
+    }
+}
+
+/// The owning handle of a scope: dropping it cancels the scope (`Finished`, or `Panicked` when
+/// dropped by a panic, unless it already has a reason) and drops the tasks it owns.
+pub struct Scope {
+    pub(crate) node: Rc<Node>,
+}
+
+impl Scope {
+    pub(crate) fn new_node(
+        rt: Rc<Runtime>,
+        kind: ScopeKind,
+        label: &str,
+        parent: Option<&Rc<Node>>,
+    ) -> Scope {
+        let id = rt.next_id.get();
+        rt.next_id.set(id + 1);
+        let node = Rc::new(Node {
+            id,
+            kind,
+            label: RefCell::new(label.to_owned()),
+            created_at: rt.timers.now(),
+            rt: rt.clone(),
+            parent: RefCell::new(None),
+            children: RefCell::new(Slab::default()),
+            reason: RefCell::new(None),
+            waiters: RefCell::new(Slab::default()),
+            tasks: RefCell::new(Slab::default()),
+            timers: RefCell::new(Vec::new()),
+            registry_slot: Cell::new(usize::MAX),
+            trace_id: RefCell::new(None),
+            self_weak: RefCell::new(Weak::new()),
+        });
+        *node.self_weak.borrow_mut() = Rc::downgrade(&node);
+        node.registry_slot
+            .set(rt.registry.insert(Rc::downgrade(&node)));
+        let scope = Scope { node };
+        if let Some(parent) = parent {
+            scope.attach(parent);
+        }
+        scope
+    }
+
+    fn attach(&self, parent: &Rc<Node>) {
+        let slot = parent
+            .children
+            .borrow_mut()
+            .insert(Rc::downgrade(&self.node));
+        *self.node.parent.borrow_mut() = Some((parent.clone(), slot));
+        let parent_reason = parent.reason.borrow().clone();
+        if let Some(reason) = parent_reason {
+            self.node.cancel(CancelReason::Parent(Box::new(reason)));
+        }
+    }
+
+    fn detach(&self) {
+        let old = self.node.parent.borrow_mut().take();
+        if let Some((parent, slot)) = old {
+            parent.children.borrow_mut().remove(slot);
+        }
+    }
+
+    /// A child scope of this one.
+    pub fn child(&self, kind: ScopeKind, label: &str) -> Scope {
+        Scope::new_node(self.node.rt.clone(), kind, label, Some(&self.node))
+    }
+
+    /// Moves this scope under `new_parent`: it stops being cancelled with its old parent. This is
+    /// how a WebSocket session leaves its upgrade request for the server.
+    pub fn reparent(&self, new_parent: &ScopeRef) {
+        let Some(parent) = new_parent.node.upgrade() else {
+            self.cancel(CancelReason::Parent(Box::new(CancelReason::Finished)));
+            return;
+        };
+        self.detach();
+        self.attach(&parent);
+        log::debug!("event=scope_reparented scope={}", self.path());
+    }
+
+    pub fn cancel(&self, reason: CancelReason) {
+        self.node.cancel(reason);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.node.is_cancelled()
+    }
+
+    /// The reason this scope was cancelled, if it was.
+    pub fn reason(&self) -> Option<CancelReason> {
+        self.node.reason.borrow().clone()
+    }
+
+    /// Resolves with the reason once this scope is cancelled.
+    pub fn cancelled(&self) -> super::task::Cancelled {
+        super::task::Cancelled::new(self.node.clone())
+    }
+
+    pub fn id(&self) -> u64 {
+        self.node.id
+    }
+
+    pub fn kind(&self) -> ScopeKind {
+        self.node.kind
+    }
+
+    pub fn path(&self) -> String {
+        self.node.path()
+    }
+
+    pub fn set_label(&self, label: &str) {
+        *self.node.label.borrow_mut() = label.to_owned();
+    }
+
+    pub fn set_trace_id(&self, trace_id: &str) {
+        *self.node.trace_id.borrow_mut() = Some(trace_id.to_owned());
+    }
+
+    pub fn trace_id(&self) -> Option<String> {
+        self.node.trace_id.borrow().clone()
+    }
+
+    pub fn runtime(&self) -> &Rc<Runtime> {
+        &self.node.rt
+    }
+
+    pub fn timers(&self) -> &Timers {
+        &self.node.rt.timers
+    }
+
+    /// The cached current tick.
+    pub fn now(&self) -> u64 {
+        self.node.rt.timers.now()
+    }
+
+    /// A non-owning reference (for indexes such as "sessions of a sid").
+    pub fn downgrade(&self) -> ScopeRef {
+        ScopeRef {
+            node: Rc::downgrade(&self.node),
+        }
+    }
+
+    /// A timer that cancels this scope with `Deadline(name)` when it fires at tick `at`.
+    pub fn deadline(&self, name: &'static str, at: u64) -> ScopeTimer {
+        ScopeTimer::new(&self.node, name, at, TimerKind::Deadline)
+    }
+
+    /// A timer that only wakes its awaiter at tick `at`.
+    pub fn alarm(&self, name: &'static str, at: u64) -> ScopeTimer {
+        ScopeTimer::new(&self.node, name, at, TimerKind::Alarm)
+    }
+
+    /// The earliest armed deadline of this scope and its ancestors: `(tick, name, scope id)`.
+    /// Work started here inherits the time its ancestors have left.
+    pub fn effective_deadline(&self) -> Option<(u64, &'static str, u64)> {
+        let timers = &self.node.rt.timers;
+        let mut best: Option<(u64, &'static str, u64)> = None;
+        let mut cursor = Some(self.node.clone());
+        while let Some(node) = cursor {
+            for rec in node.timers.borrow().iter() {
+                if rec.kind != TimerKind::Deadline {
+                    continue;
+                }
+                let armed = timers
+                    .with_wheel(|w| w.state(rec.key) == Some(crate::wheel::TimerState::Armed));
+                let at = timers.with_wheel(|w| w.deadline(rec.key)).map(|(at, _)| at);
+                if let (true, Some(at)) = (armed, at) {
+                    if best.is_none_or(|(b, _, _)| at < b) {
+                        best = Some((at, rec.name, node.id));
+                    }
+                }
+            }
+            cursor = node.parent.borrow().as_ref().map(|(p, _)| p.clone());
+        }
+        best
+    }
+
+    /// Milliseconds left before the effective deadline (`None`: no deadline above).
+    pub fn remaining_ms(&self) -> Option<u64> {
+        self.effective_deadline()
+            .map(|(at, _, _)| at.saturating_sub(self.now()))
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        // Dropped while unwinding: the scope's own work panicked (an async block drops its
+        // locals, this handle among them, as the panic passes through it).
+        let reason = if std::thread::panicking() {
+            CancelReason::Panicked
+        } else {
+            CancelReason::Finished
+        };
+        self.node.cancel(reason);
+        // Invariant 3: take the tasks out before dropping them; dropping runs their
+        // destructors, which may touch this node.
+        let tasks = self.node.tasks.borrow_mut().drain();
+        drop(tasks);
+    }
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scope({})", self.path())
+    }
+}
+
+/// A non-owning reference to a scope: can cancel and observe it, never keeps it alive.
+#[derive(Clone)]
+pub struct ScopeRef {
+    pub(crate) node: Weak<Node>,
+}
+
+impl ScopeRef {
+    pub fn cancel(&self, reason: CancelReason) {
+        if let Some(node) = self.node.upgrade() {
+            node.cancel(reason);
+        }
+    }
+
+    /// True while the scope exists and is not cancelled.
+    pub fn is_live(&self) -> bool {
+        self.node.upgrade().is_some_and(|n| !n.is_cancelled())
+    }
+
+    pub fn id(&self) -> Option<u64> {
+        self.node.upgrade().map(|n| n.id)
+    }
+}
+
+/// A named timer owned by a scope; dropping it frees the wheel entry.
+pub struct ScopeTimer {
+    handle: TimerHandle,
+    node: Weak<Node>,
+}
+
+impl ScopeTimer {
+    fn new(node: &Rc<Node>, name: &'static str, at: u64, kind: TimerKind) -> ScopeTimer {
+        ScopeTimer {
+            handle: node.arm(name, at, kind),
+            node: Rc::downgrade(node),
+        }
+    }
+
+    /// Re-arms for tick `at`; ignored once the scope is cancelled (its timers stay dead).
+    pub fn reset(&self, at: u64) {
+        if self.node.upgrade().is_some_and(|n| !n.is_cancelled()) {
+            self.handle.reset(at);
+        }
+    }
+
+    /// Re-arms for `ms` after now.
+    pub fn reset_after(&self, ms: u64) {
+        if self.node.upgrade().is_some_and(|n| !n.is_cancelled()) {
+            self.handle.reset_after(ms);
+        }
+    }
+
+    pub fn cancel(&self) {
+        self.handle.cancel();
+    }
+
+    pub fn has_fired(&self) -> bool {
+        self.handle.has_fired()
+    }
+
+    pub fn is_armed(&self) -> bool {
+        self.handle.is_armed()
+    }
+
+    /// The deadline tick and name.
+    pub fn deadline(&self) -> (u64, &'static str) {
+        self.handle.deadline()
+    }
+
+    /// Resolves when the timer fires.
+    pub fn fired(&self) -> crate::wheel::handle::Fired<'_> {
+        self.handle.fired()
+    }
+}
+
+impl Drop for ScopeTimer {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.upgrade() {
+            node.forget_timer(self.handle.key());
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! A minimal index-stable slab for a scope's children, tasks and waiters.
+//!
+//! # Invariants
+//! 1. An index returned by `insert` or `reserve` names the same entry until `remove(index)`.
+//! 2. `len` counts entries that are reserved or full.
+//!
+//! # Implementation
+//! A vector of entries plus a free list of vacant indices: O(1) insert and remove, memory
+//! bounded by the high-water mark.
+
+enum Entry<T> {
+    Vacant,
+    /// Taken by `reserve`, value to come (a task's own slot, known before the task exists).
+    Reserved,
+    Full(T),
+}
+
+pub struct Slab<T> {
+    entries: Vec<Entry<T>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    pub fn insert(&mut self, value: T) -> usize {
+        let index = self.reserve();
+        self.fill(index, value);
+        index
+    }
+
+    /// Reserves an index without a value; `fill` or `remove` it later.
+    pub fn reserve(&mut self) -> usize {
+        self.len += 1;
+        match self.free.pop() {
+            Some(index) => {
+                if let Some(slot) = self.entries.get_mut(index) {
+                    *slot = Entry::Reserved;
+                }
+                index
+            }
+            None => {
+                self.entries.push(Entry::Reserved);
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    /// Puts `value` at a reserved index; ignored for any other index.
+    pub fn fill(&mut self, index: usize, value: T) {
+        if let Some(slot @ Entry::Reserved) = self.entries.get_mut(index) {
+            *slot = Entry::Full(value);
+        }
+    }
+
+    /// Frees `index`, returning its value if it had one; a vacant index is left alone.
+    pub fn remove(&mut self, index: usize) -> Option<T> {
+        let slot = self.entries.get_mut(index)?;
+        match std::mem::replace(slot, Entry::Vacant) {
+            Entry::Vacant => None,
+            Entry::Reserved => {
+                self.free.push(index);
+                self.len -= 1;
+                None
+            }
+            Entry::Full(value) => {
+                self.free.push(index);
+                self.len -= 1;
+                Some(value)
+            }
+        }
+    }
+
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        match self.entries.get_mut(index) {
+            Some(Entry::Full(value)) => Some(value),
+            _ => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match e {
+                Entry::Full(value) => Some((i, value)),
+                _ => None,
+            })
+    }
+
+    /// Takes every value out, leaving the slab empty.
+    pub fn drain(&mut self) -> Vec<T> {
+        self.free.clear();
+        self.len = 0;
+        std::mem::take(&mut self.entries)
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Full(value) => Some(value),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slab_indices_are_stable_and_reused() {
+        let mut s = Slab::default();
+        let a = s.insert("a");
+        let b = s.insert("b");
+        assert_eq!(s.remove(a), Some("a"));
+        assert_eq!(s.remove(a), None, "double remove is harmless");
+        assert_eq!(s.len(), 1);
+        let c = s.insert("c");
+        assert_eq!(c, a);
+        assert_eq!(s.get_mut(b), Some(&mut "b"));
+        let r = s.reserve();
+        assert_eq!(s.len(), 3);
+        s.fill(r, "r");
+        assert_eq!(s.iter().count(), 3);
+        assert_eq!(s.drain().len(), 3);
+        assert_eq!(s.len(), 0);
+    }
+}
