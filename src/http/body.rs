@@ -306,7 +306,10 @@ mod tests {
     #[test]
     fn chunked_size_line_grammar() {
         let ok = |s: &str| decode_all(s.as_bytes(), 1024).map(|(o, _)| o);
-        assert_eq!(ok("A\r\n0123456789\r\n0\r\n\r\n"), Ok(b"0123456789".to_vec()));
+        assert_eq!(
+            ok("A\r\n0123456789\r\n0\r\n\r\n"),
+            Ok(b"0123456789".to_vec())
+        );
         assert_eq!(ok("003;x=y\r\nabc\r\n0;z\r\n\r\n"), Ok(b"abc".to_vec()));
         assert!(ok("\r\n").is_err(), "empty size");
         assert!(ok("0x3\r\nabc\r\n").is_err(), "0x prefix");
@@ -327,7 +330,10 @@ mod tests {
 
     #[test]
     fn chunked_extension_bounded() {
-        let at = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(MAX_CHUNK_EXT_BYTES - 1));
+        let at = format!(
+            "1;{}\r\nx\r\n0\r\n\r\n",
+            "e".repeat(MAX_CHUNK_EXT_BYTES - 1)
+        );
         assert!(decode_all(at.as_bytes(), 10).is_ok());
         let over = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(MAX_CHUNK_EXT_BYTES));
         assert_eq!(
@@ -346,7 +352,10 @@ mod tests {
         assert_eq!(line.len() + 2, MAX_TRAILER_BYTES);
         assert!(decode_all(at.as_bytes(), 10).is_ok_and(|(_, p)| p.done));
         let over = format!("0\r\n{line}x\r\n");
-        assert_eq!(decode_all(over.as_bytes(), 10), Err(HttpError::TrailersTooLarge));
+        assert_eq!(
+            decode_all(over.as_bytes(), 10),
+            Err(HttpError::TrailersTooLarge)
+        );
     }
 
     #[test]
@@ -361,9 +370,27 @@ mod tests {
     fn length_reader_stops_at_length() {
         let mut r = LengthReader::new(3);
         let mut out = Vec::new();
-        assert_eq!(r.read(b"ab", &mut out), BodyProgress { consumed: 2, done: false });
-        assert_eq!(r.read(b"cdef", &mut out), BodyProgress { consumed: 1, done: true });
+        assert_eq!(
+            r.read(b"ab", &mut out),
+            BodyProgress {
+                consumed: 2,
+                done: false
+            }
+        );
+        assert_eq!(
+            r.read(b"cdef", &mut out),
+            BodyProgress {
+                consumed: 1,
+                done: true
+            }
+        );
         assert_eq!(out, b"abc");
-        assert_eq!(r.read(b"x", &mut out), BodyProgress { consumed: 0, done: true });
+        assert_eq!(
+            r.read(b"x", &mut out),
+            BodyProgress {
+                consumed: 0,
+                done: true
+            }
+        );
     }
 }

@@ -294,7 +294,11 @@ mod tests {
             (ApiError::not_found("x"), 404, "not_found"),
             (ApiError::conflict("x"), 409, "conflict"),
             (ApiError::too_large("x"), 413, "too_large"),
-            (ApiError::unsupported_media_type("x"), 415, "unsupported_media_type"),
+            (
+                ApiError::unsupported_media_type("x"),
+                415,
+                "unsupported_media_type",
+            ),
             (ApiError::too_many_requests("x"), 429, "rate_limited"),
             (ApiError::internal("x"), 500, "internal"),
         ];
@@ -324,7 +328,10 @@ mod tests {
         let e = HttpError::from(ApiError::internal("db path /secret broke"));
         let r = e.to_response();
         assert_eq!(body_json(&r)["error"]["message"], INTERNAL_MESSAGE);
-        assert!(e.to_string().contains("/secret"), "the log keeps the detail");
+        assert!(
+            e.to_string().contains("/secret"),
+            "the log keeps the detail"
+        );
     }
 
     #[test]

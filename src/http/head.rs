@@ -217,11 +217,15 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<Parsed<RequestHead>
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
         Err(httparse::Error::Version) => return Err(HttpError::UnsupportedVersion),
-        Err(httparse::Error::HeaderName) => return Err(HttpError::Malformed("invalid header name")),
+        Err(httparse::Error::HeaderName) => {
+            return Err(HttpError::Malformed("invalid header name"))
+        }
         Err(httparse::Error::HeaderValue) => {
             return Err(HttpError::Malformed("invalid header value"))
         }
-        Err(httparse::Error::Token) => return Err(HttpError::Malformed("invalid method or target")),
+        Err(httparse::Error::Token) => {
+            return Err(HttpError::Malformed("invalid method or target"))
+        }
         Err(_) => return Err(HttpError::Malformed("invalid request line")),
     };
     let (Some(method), Some(target), Some(version_minor)) = (req.method, req.path, req.version)
@@ -277,8 +281,13 @@ fn split_target(method: &Method, target: &str) -> Result<(String, Option<String>
     } else {
         let rest = strip_prefix_ignore_case(target, "http://")
             .or_else(|| strip_prefix_ignore_case(target, "https://"))
-            .ok_or(HttpError::Malformed("request target must be origin- or absolute-form"))?;
-        let after_authority = rest.find(['/', '?']).and_then(|i| rest.get(i..)).unwrap_or("");
+            .ok_or(HttpError::Malformed(
+                "request target must be origin- or absolute-form",
+            ))?;
+        let after_authority = rest
+            .find(['/', '?'])
+            .and_then(|i| rest.get(i..))
+            .unwrap_or("");
         if after_authority.starts_with('/') {
             after_authority
         } else {
@@ -400,7 +409,10 @@ mod tests {
     #[test]
     fn head_targets_split_into_path_and_query() {
         let h = head("GET /v1/x?after=3&limit=2 HTTP/1.1\r\nHost: a\r\n\r\n");
-        assert_eq!((h.path.as_str(), h.query.as_deref()), ("/v1/x", Some("after=3&limit=2")));
+        assert_eq!(
+            (h.path.as_str(), h.query.as_deref()),
+            ("/v1/x", Some("after=3&limit=2"))
+        );
         let h = head("GET http://a.example/v1/x?q HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!((h.path.as_str(), h.query.as_deref()), ("/v1/x", Some("q")));
         let h = head("GET HTTPS://a.example HTTP/1.1\r\nHost: a\r\n\r\n");

@@ -118,14 +118,15 @@ impl Response {
             reason_phrase(self.status)
         );
         for (name, value) in &self.headers {
-            let framing = FRAMING_HEADERS
-                .iter()
-                .any(|f| name.eq_ignore_ascii_case(f));
+            let framing = FRAMING_HEADERS.iter().any(|f| name.eq_ignore_ascii_case(f));
             if framing && !(interim && name.eq_ignore_ascii_case("connection")) {
                 continue;
             }
             if !header_is_safe(name, value) {
-                log::warn!("event=response_header_dropped reason=unsafe_bytes name_len={}", name.len());
+                log::warn!(
+                    "event=response_header_dropped reason=unsafe_bytes name_len={}",
+                    name.len()
+                );
                 continue;
             }
             let _ = write!(out, "{name}: {value}\r\n");
@@ -262,7 +263,9 @@ mod tests {
 
     #[test]
     fn response_every_spec_status_has_a_reason() {
-        for s in [200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415, 429, 431, 500] {
+        for s in [
+            200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415, 429, 431, 500,
+        ] {
             assert_ne!(reason_phrase(s), "Unknown", "status {s}");
         }
     }

@@ -165,15 +165,15 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, &'static str> {
         return Ok(Vec::new());
     }
     rest.split('/')
-        .map(|s| {
-            match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+        .map(
+            |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
                 Some("") => Err("empty parameter name"),
                 Some(name) => Ok(Segment::Param(name.to_owned())),
                 None if s.is_empty() => Err("empty segment"),
                 None if s.contains(['{', '}']) => Err("braces inside a literal segment"),
                 None => Ok(Segment::Literal(s.to_owned())),
-            }
-        })
+            },
+        )
         .collect()
 }
 
@@ -254,7 +254,9 @@ pub fn parse_u64_param(
             continue;
         }
         if found.is_some() {
-            return Err(ApiError::bad_request(format!("{name} given more than once")));
+            return Err(ApiError::bad_request(format!(
+                "{name} given more than once"
+            )));
         }
         found = Some(
             percent_decode(value)
