@@ -292,6 +292,32 @@ fn head_http2_preface_and_http09_are_400() {
 }
 
 #[test]
+fn head_space_before_colon_and_obs_fold_are_400() {
+    // RFC 9112 §5.1 / §5.2: both have been used to smuggle a second framing header.
+    let e = err(&post_with("Content-Length : 5\r\n"));
+    assert_eq!((e.status(), e.closes_connection()), (400, true));
+    let e = err(&post_with("X-A: 1\r\n folded\r\nContent-Length: 5\r\n"));
+    assert_eq!((e.status(), e.closes_connection()), (400, true));
+}
+
+#[test]
+fn head_leading_empty_lines_are_skipped_and_counted() {
+    // RFC 9112 §2.2: a client may send a stray CRLF after a body; it belongs to no request.
+    let wire = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let (h, n) = complete(wire);
+    assert_eq!((h.path.as_str(), n), ("/", wire.len()));
+}
+
+#[test]
+fn head_expect_continue_ignored_on_http10() {
+    let (h, _) = complete(b"POST / HTTP/1.0\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n");
+    assert!(
+        !h.expect_continue,
+        "RFC 9110 §10.1.1: ignore it from HTTP/1.0 clients"
+    );
+}
+
+#[test]
 fn head_no_framing_headers_means_no_body() {
     let (h, _) = complete(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(h.body, BodyKind::None);

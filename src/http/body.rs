@@ -172,6 +172,12 @@ impl ChunkedDecoder {
                 }
             }
         }
+        debug_assert!(
+            self.is_done() || rest.is_empty(),
+            "a body not done must consume all input; rest={} state={:?}",
+            rest.len(),
+            self.state
+        );
         Ok(ChunkProgress {
             consumed: input.len() - rest.len(),
             done: self.is_done(),
