@@ -84,6 +84,10 @@ const ui = {
   open: null,
   presence: new Map(),
   notice: null,
+  /** Close codes seen by this page, oldest first (for operators and the browser test). */
+  closes: [],
+  /** How many times the access token was renewed on the open socket. */
+  renewals: 0,
 };
 
 function t(key) {
@@ -286,6 +290,7 @@ function start(access, refresh, openId) {
     if (c && !ui.open) openConsultation(c);
   });
   client.on('tokens', (p) => saveTokens(p.access_token, p.refresh_token));
+  client.on('renewed', () => { ui.renewals += 1; });
   client.on('message', (m) => {
     if (ui.open && m.consultation === ui.open.id) putMessage({ ...m, state: 'acked' });
   });
@@ -306,6 +311,7 @@ function start(access, refresh, openId) {
   });
   client.on('consultation_closed', () => refreshList());
   client.on('closed', ({ code, final }) => {
+    ui.closes.push(code);
     setNotice({ code, final });
     if (final) {
       sessionStorage.removeItem(STORE_TOKENS);
