@@ -97,7 +97,10 @@ mod tests {
             assert!(a.content_type.contains("charset=utf-8"), "path={path}");
             assert_eq!(a.cache_control, "no-cache", "path={path}");
         }
-        assert_eq!(asset("/").map(|a| a.body), asset("/index.html").map(|a| a.body));
+        assert_eq!(
+            asset("/").map(|a| a.body),
+            asset("/index.html").map(|a| a.body)
+        );
         assert_eq!(asset("/app.css").map(|a| a.content_type), Some(CSS));
         assert_eq!(asset("/app.js").map(|a| a.content_type), Some(JAVASCRIPT));
     }
@@ -122,13 +125,31 @@ mod tests {
         let html = INDEX_HTML.to_ascii_lowercase();
         assert!(!html.contains("<style"), "inline <style> in index.html");
         assert!(!html.contains(" style="), "style attribute in index.html");
-        assert!(!html.contains("javascript:"), "javascript: URL in index.html");
+        assert!(
+            !html.contains("javascript:"),
+            "javascript: URL in index.html"
+        );
         for (i, _) in html.match_indices("<script") {
-            let tag = html.get(i..).and_then(|t| t.split('>').next()).unwrap_or("");
-            assert!(tag.contains(" src="), "inline <script> in index.html: {tag}");
+            let tag = html
+                .get(i..)
+                .and_then(|t| t.split('>').next())
+                .unwrap_or("");
+            assert!(
+                tag.contains(" src="),
+                "inline <script> in index.html: {tag}"
+            );
         }
-        for handler in [" onclick=", " onload=", " onerror=", " oninput=", " onsubmit="] {
-            assert!(!html.contains(handler), "event handler {handler} in index.html");
+        for handler in [
+            " onclick=",
+            " onload=",
+            " onerror=",
+            " oninput=",
+            " onsubmit=",
+        ] {
+            assert!(
+                !html.contains(handler),
+                "event handler {handler} in index.html"
+            );
         }
     }
 
@@ -136,7 +157,13 @@ mod tests {
     fn page_scripts_never_assign_html_from_strings() {
         // Chat bodies come from other people: rendering must go through textContent only.
         for (name, js) in [("app.js", APP_JS), ("consult-client.js", CLIENT_JS)] {
-            for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+            ] {
                 assert!(!js.contains(sink), "{name} uses {sink}");
             }
         }
@@ -157,7 +184,10 @@ mod tests {
                 "missing {directive}"
             );
         }
-        assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"), "unsafe-* in CSP");
+        assert!(
+            !CONTENT_SECURITY_POLICY.contains("unsafe"),
+            "unsafe-* in CSP"
+        );
     }
 
     #[test]

@@ -171,7 +171,12 @@ impl Browser {
     }
 
     /// Send one command (to the browser, or to a page's session) and return its `result`.
-    pub async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> CdpResult<Value> {
+    pub async fn call(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> CdpResult<Value> {
         let id = self.next_id;
         self.next_id += 1;
         let mut cmd = json!({"id": id, "method": method, "params": params});
@@ -249,14 +254,19 @@ impl Browser {
         if let Some(err) = r.get("errorText") {
             return Err(format!("navigate {url}: {err}"));
         }
-        self.wait_for(page, "document.readyState === 'complete'", Duration::from_secs(15))
-            .await
+        self.wait_for(
+            page,
+            "document.readyState === 'complete'",
+            Duration::from_secs(15),
+        )
+        .await
     }
 
     /// Reload the page and wait until the new document has loaded.
     pub async fn reload(&mut self, page: &Page) -> CdpResult<()> {
         self.eval(page, "window.__beforeReload = true").await?;
-        self.call(Some(&page.session), "Page.reload", json!({})).await?;
+        self.call(Some(&page.session), "Page.reload", json!({}))
+            .await?;
         self.wait_for(
             page,
             "!window.__beforeReload && document.readyState === 'complete'",
@@ -300,7 +310,9 @@ impl Browser {
             .eval(page, "document.body ? document.body.innerText : ''")
             .await
             .unwrap_or(Value::Null);
-        Err(format!("timed out after {ms} ms waiting for `{cond}`; page text: {text}"))
+        Err(format!(
+            "timed out after {ms} ms waiting for `{cond}`; page text: {text}"
+        ))
     }
 
     /// Emulate a screen of `width`×`height` CSS pixels.
@@ -358,7 +370,9 @@ impl Browser {
                 "Log.entryAdded" if params["entry"]["level"] == "error" => {
                     params["entry"]["text"].as_str().unwrap_or("").to_string()
                 }
-                "Runtime.consoleAPICalled" if params["type"] == "error" => params["args"].to_string(),
+                "Runtime.consoleAPICalled" if params["type"] == "error" => {
+                    params["args"].to_string()
+                }
                 _ => continue,
             };
             if !allow.iter().any(|a| text.contains(a)) {
@@ -431,8 +445,18 @@ pub fn screenshot_path(name: &str) -> PathBuf {
 
 #[test]
 fn base64_decode_matches_rfc4648_vectors() {
-    for (enc, dec) in [("", ""), ("Zg==", "f"), ("Zm8=", "fo"), ("Zm9v", "foo"), ("Zm9vYmFy", "foobar")] {
-        assert_eq!(base64_decode(enc).as_deref(), Ok(dec.as_bytes()), "enc={enc}");
+    for (enc, dec) in [
+        ("", ""),
+        ("Zg==", "f"),
+        ("Zm8=", "fo"),
+        ("Zm9v", "foo"),
+        ("Zm9vYmFy", "foobar"),
+    ] {
+        assert_eq!(
+            base64_decode(enc).as_deref(),
+            Ok(dec.as_bytes()),
+            "enc={enc}"
+        );
     }
     assert!(base64_decode("Zm9v!").is_err());
 }
