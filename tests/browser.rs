@@ -4,6 +4,8 @@
 //! same security headers the gateway sends. `kiosk_e2e_*` drive the real `consult-edge` binary.
 //! Without `/usr/bin/chromium` the tests skip with a printed reason, except under `CI=true`.
 
+#[path = "support_cdp/scripted_gateway.rs"]
+mod scripted_gateway;
 #[path = "support_cdp/mod.rs"]
 mod support_cdp;
 
@@ -79,7 +81,7 @@ fn answer(mut conn: TcpStream) -> std::io::Result<()> {
 
 /// A JWT-shaped token whose payload the page decodes for display (the signature is junk: the
 /// static server never verifies anything).
-fn fake_token(sub: &str, role: &str) -> String {
+fn fake_token(sub: &str, role: &str, jti: &str) -> String {
     fn b64url(s: &str) -> String {
         const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut out = String::new();
@@ -100,7 +102,7 @@ fn fake_token(sub: &str, role: &str) -> String {
         "{}.{}.c2ln",
         b64url(r#"{"alg":"HS256","typ":"JWT"}"#),
         b64url(&format!(
-            r#"{{"sub":"{sub}","role":"{role}","typ":"access","exp":4102444800}}"#
+            r#"{{"sub":"{sub}","role":"{role}","typ":"access","jti":"{jti}","exp":4102444800}}"#
         ))
     )
 }
@@ -223,7 +225,7 @@ fn kiosk_launcher_fragment_is_consumed_and_removed_from_address_bar() {
         return;
     }
     let addr = serve_assets();
-    let token = fake_token("p-7", "patient");
+    let token = fake_token("p-7", "patient", "j-1");
     let url = format!("http://{addr}/#access_token={token}&refresh_token=r&consultation=c-1");
     smol::block_on(async {
         let mut b = Browser::launch().await.expect("launch chromium");
@@ -271,6 +273,210 @@ fn kiosk_launcher_fragment_is_consumed_and_removed_from_address_bar() {
         let problems = b.problems(&page, &["WebSocket connection to", "/v1/ws"]);
         assert_eq!(problems, Vec::<String>::new());
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client's protocol logic against a scripted peer
+// ---------------------------------------------------------------------------------------------
+
+/// The peer's side of `kiosk_client_*`: each step asserts what the client must send.
+fn reconnect_script(
+    gw: &scripted_gateway::ScriptedGateway,
+    a1: &str,
+    a2: &str,
+) -> Result<(), String> {
+    use scripted_gateway::{close, message, ready, recv, send};
+    use serde_json::json;
+    let expect = |what: &str, got: &Value, want: Value| -> Result<(), String> {
+        let matches = want
+            .as_object()
+            .map(|w| w.iter().all(|(k, v)| got.get(k) == Some(v)))
+            .unwrap_or(false);
+        if matches {
+            Ok(())
+        } else {
+            Err(format!("{what}: expected {want}, got {got}"))
+        }
+    };
+
+    // First connection: first-frame auth, join from 0, history, then a send that is never acked.
+    let mut ws = gw.accept()?;
+    expect(
+        "auth",
+        &recv(&mut ws)?,
+        json!({"type": "auth", "token": a1}),
+    )?;
+    send(&mut ws, ready("p-7", "patient"))?;
+    expect(
+        "first join",
+        &recv(&mut ws)?,
+        json!({"type": "join", "consultation": "c-1", "after": 0}),
+    )?;
+    send(&mut ws, message("c-1", 1, "d-1", "How are you?", "d-x1"))?;
+    send(&mut ws, message("c-1", 2, "d-1", "Any fever?", "d-x2"))?;
+    send(
+        &mut ws,
+        json!({"type": "joined", "consultation": "c-1", "last_seq": 2, "state": "open"}),
+    )?;
+    send(
+        &mut ws,
+        json!({"type": "presence", "consultation": "c-1", "user": "d-1", "online": true}),
+    )?;
+    let first = recv(&mut ws)?;
+    expect(
+        "send",
+        &first,
+        json!({"type": "send", "consultation": "c-1", "body": "No fever"}),
+    )?;
+    let client_id = first
+        .get("client_id")
+        .cloned()
+        .ok_or("send without client_id")?;
+    close(&mut ws, 4004)?;
+
+    // Second connection: join after the last seq seen, a duplicate in the replay, the same
+    // client_id re-sent, then a renewal on the open socket, then the final idle close.
+    let mut ws = gw.accept()?;
+    expect(
+        "re-auth",
+        &recv(&mut ws)?,
+        json!({"type": "auth", "token": a1}),
+    )?;
+    send(&mut ws, ready("p-7", "patient"))?;
+    expect(
+        "re-join",
+        &recv(&mut ws)?,
+        json!({"type": "join", "consultation": "c-1", "after": 2}),
+    )?;
+    send(&mut ws, message("c-1", 2, "d-1", "Any fever?", "d-x2"))?;
+    send(
+        &mut ws,
+        json!({"type": "joined", "consultation": "c-1", "last_seq": 2, "state": "open"}),
+    )?;
+    expect(
+        "re-send",
+        &recv(&mut ws)?,
+        json!({"type": "send", "client_id": client_id, "body": "No fever"}),
+    )?;
+    send(
+        &mut ws,
+        json!({"type": "ack", "client_id": client_id, "consultation": "c-1", "seq": 3}),
+    )?;
+    send(
+        &mut ws,
+        json!({"type": "token_expiring", "exp": 4102444800u64}),
+    )?;
+    let refresh = gw
+        .refreshes
+        .recv_timeout(scripted_gateway::STEP_TIMEOUT)
+        .map_err(|e| format!("no refresh call: {e}"))?;
+    expect("refresh body", &refresh, json!({"refresh_token": "R1"}))?;
+    expect(
+        "renew",
+        &recv(&mut ws)?,
+        json!({"type": "renew", "token": a2}),
+    )?;
+    send(&mut ws, json!({"type": "renewed", "exp": 4102444800u64}))?;
+    close(&mut ws, 4508)
+}
+
+#[test]
+fn kiosk_client_reconnect_resends_dedups_renews_and_stops_on_idle() {
+    if skip_without_chromium("kiosk_client_reconnect_resends_dedups_renews_and_stops_on_idle") {
+        return;
+    }
+    let a1 = fake_token("p-7", "patient", "j-1");
+    let a2 = fake_token("p-7", "patient", "j-2");
+    let gw = scripted_gateway::ScriptedGateway::start(scripted_gateway::Canned {
+        consultations: serde_json::json!({"consultations": [{"id": "c-1", "patient": "p-7",
+            "doctor": "d-1", "state": "open", "created_at": "2026-11-26T10:00:00Z", "last_seq": 2}]}),
+        refresh: serde_json::json!({"access_token": a2, "refresh_token": "R2",
+            "token_type": "Bearer", "expires_in": 900}),
+    });
+    let url = format!(
+        "http://{}/#access_token={a1}&refresh_token=R1&consultation=c-1",
+        gw.addr
+    );
+    let (a1s, a2s) = (a1.clone(), a2.clone());
+    let script = std::thread::spawn(move || reconnect_script(&gw, &a1s, &a2s));
+
+    smol::block_on(async {
+        let mut b = Browser::launch().await.expect("launch chromium");
+        let page = b.open("about:blank").await.expect("open tab");
+        b.set_language(&page, "en-US").await.expect("language");
+        b.set_viewport(&page, 1080, 1920).await.expect("viewport");
+        b.navigate(&page, &url).await.expect("load page");
+        b.wait_for(
+            &page,
+            "document.querySelectorAll('[data-testid=\"message\"]').length === 2 && \
+            document.querySelector('[data-testid=\"presence\"]').dataset.online === 'true'",
+            UI_TIMEOUT,
+        )
+        .await
+        .expect("history and presence shown");
+        send(&mut b, &page, "No fever").await;
+        b.wait_for(
+            &page,
+            "!document.querySelector('[data-testid=\"final\"]').hidden",
+            UI_TIMEOUT,
+        )
+        .await
+        .expect("final state after 4508");
+        assert_eq!(
+            text(&mut b, &page, "final-text").await,
+            "You were away for a while, so the session ended to protect your privacy."
+        );
+        assert_eq!(
+            b.eval(&page, "window.consultKiosk.ui.closes").await,
+            Ok(serde_json::json!([4004, 4508]))
+        );
+        assert_eq!(
+            b.eval(&page, "window.consultKiosk.ui.renewals").await,
+            Ok(serde_json::json!(1))
+        );
+        // The replayed duplicate of seq 2 never reached the page.
+        assert_eq!(
+            b.eval(&page, "window.consultKiosk.ui.received").await,
+            Ok(serde_json::json!(2))
+        );
+        // Final: no reconnect is scheduled, and the tokens are gone from the tab.
+        assert_eq!(
+            b.eval(&page, "[window.consultKiosk.ui.client.state, window.consultKiosk.ui.client.reconnectTimer, sessionStorage.length]").await,
+            Ok(serde_json::json!(["closed", null, 0]))
+        );
+        let expected = [
+            ("1", "How are you?"),
+            ("2", "Any fever?"),
+            ("3", "No fever"),
+        ]
+        .map(|(s, t)| (s.to_string(), t.to_string()));
+        assert_eq!(
+            shown(&mut b, &page).await,
+            expected.to_vec(),
+            "no loss, no repeat"
+        );
+        assert_eq!(
+            b.eval(
+                &page,
+                "document.querySelector('[data-seq=\"3\"]').dataset.state"
+            )
+            .await,
+            Ok(Value::String("acked".into()))
+        );
+        b.screenshot(&page, &screenshot_path("final-idle-1080x1920"))
+            .await
+            .expect("screenshot");
+        assert_eq!(
+            b.eval(&page, "window.__cspViolations").await,
+            Ok(serde_json::json!([]))
+        );
+        assert_eq!(b.problems(&page, &[]), Vec::<String>::new());
+    });
+    match script.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("scripted gateway: {e}"),
+        Err(_) => panic!("scripted gateway thread panicked"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -86,6 +86,8 @@ const ui = {
   notice: null,
   /** Close codes seen by this page, oldest first (for operators and the browser test). */
   closes: [],
+  /** How many new messages the client delivered to this page (duplicates never count). */
+  received: 0,
   /** How many times the access token was renewed on the open socket. */
   renewals: 0,
 };
@@ -292,6 +294,7 @@ function start(access, refresh, openId) {
   client.on('tokens', (p) => saveTokens(p.access_token, p.refresh_token));
   client.on('renewed', () => { ui.renewals += 1; });
   client.on('message', (m) => {
+    ui.received += 1;
     if (ui.open && m.consultation === ui.open.id) putMessage({ ...m, state: 'acked' });
   });
   client.on('delivery', (d) => {

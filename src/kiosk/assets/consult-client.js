@@ -335,7 +335,13 @@ export class ConsultClient {
     if (ws !== this.ws) return;
     this.ws = null;
     clearTimeout(this.logoutTimer);
-    for (const m of this.outbox.values()) m.state = 'queued';
+    for (const m of this.outbox.values()) {
+      // Not acked before the close: it will be sent again with the same client_id.
+      if (m.state === 'sent') {
+        m.state = 'queued';
+        this.emit('delivery', { ...m });
+      }
+    }
     const final = this.stopped || isFinalClose(code);
     if (this.loggedOut) {
       // Our own fallback close after logout still means "signed out" to the person.
