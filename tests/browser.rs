@@ -282,6 +282,7 @@ fn kiosk_launcher_fragment_is_consumed_and_removed_from_address_bar() {
 /// The peer's side of `kiosk_client_*`: each step asserts what the client must send.
 fn reconnect_script(
     gw: &scripted_gateway::ScriptedGateway,
+    go_idle: &std::sync::mpsc::Receiver<()>,
     a1: &str,
     a2: &str,
 ) -> Result<(), String> {
@@ -377,6 +378,10 @@ fn reconnect_script(
         json!({"type": "renew", "token": a2}),
     )?;
     send(&mut ws, json!({"type": "renewed", "exp": 4102444800u64}))?;
+    // The test checks the page while the socket is still up, then lets the idle close happen.
+    go_idle
+        .recv_timeout(scripted_gateway::STEP_TIMEOUT)
+        .map_err(|e| format!("test never released the idle close: {e}"))?;
     close(&mut ws, 4508)
 }
 
@@ -398,7 +403,8 @@ fn kiosk_client_reconnect_resends_dedups_renews_and_stops_on_idle() {
         gw.addr
     );
     let (a1s, a2s) = (a1.clone(), a2.clone());
-    let script = std::thread::spawn(move || reconnect_script(&gw, &a1s, &a2s));
+    let (go_idle, idle_rx) = std::sync::mpsc::channel();
+    let script = std::thread::spawn(move || reconnect_script(&gw, &idle_rx, &a1s, &a2s));
 
     smol::block_on(async {
         let mut b = Browser::launch().await.expect("launch chromium");
@@ -417,6 +423,39 @@ fn kiosk_client_reconnect_resends_dedups_renews_and_stops_on_idle() {
         send(&mut b, &page, "No fever").await;
         b.wait_for(
             &page,
+            "window.consultKiosk.ui.renewals === 1 && \
+             document.querySelector('[data-seq=\"3\"]')?.dataset.state === 'acked'",
+            UI_TIMEOUT,
+        )
+        .await
+        .expect("re-sent message acked and token renewed");
+        let expected = [
+            ("1", "How are you?"),
+            ("2", "Any fever?"),
+            ("3", "No fever"),
+        ]
+        .map(|(s, t)| (s.to_string(), t.to_string()));
+        assert_eq!(
+            shown(&mut b, &page).await,
+            expected.to_vec(),
+            "no loss, no repeat"
+        );
+        // The replayed duplicate of seq 2 never reached the page.
+        assert_eq!(
+            b.eval(&page, "window.consultKiosk.ui.received").await,
+            Ok(serde_json::json!(2))
+        );
+        assert_eq!(
+            b.eval(&page, "window.consultKiosk.ui.closes").await,
+            Ok(serde_json::json!([4004]))
+        );
+        b.screenshot(&page, &screenshot_path("chat-1080x1920"))
+            .await
+            .expect("screenshot");
+
+        go_idle.send(()).expect("script thread alive");
+        b.wait_for(
+            &page,
             "!document.querySelector('[data-testid=\"final\"]').hidden",
             UI_TIMEOUT,
         )
@@ -430,38 +469,16 @@ fn kiosk_client_reconnect_resends_dedups_renews_and_stops_on_idle() {
             b.eval(&page, "window.consultKiosk.ui.closes").await,
             Ok(serde_json::json!([4004, 4508]))
         );
-        assert_eq!(
-            b.eval(&page, "window.consultKiosk.ui.renewals").await,
-            Ok(serde_json::json!(1))
-        );
-        // The replayed duplicate of seq 2 never reached the page.
-        assert_eq!(
-            b.eval(&page, "window.consultKiosk.ui.received").await,
-            Ok(serde_json::json!(2))
-        );
-        // Final: no reconnect is scheduled, and the tokens are gone from the tab.
-        assert_eq!(
-            b.eval(&page, "[window.consultKiosk.ui.client.state, window.consultKiosk.ui.client.reconnectTimer, sessionStorage.length]").await,
-            Ok(serde_json::json!(["closed", null, 0]))
-        );
-        let expected = [
-            ("1", "How are you?"),
-            ("2", "Any fever?"),
-            ("3", "No fever"),
-        ]
-        .map(|(s, t)| (s.to_string(), t.to_string()));
-        assert_eq!(
-            shown(&mut b, &page).await,
-            expected.to_vec(),
-            "no loss, no repeat"
-        );
+        // Final: no reconnect is scheduled; nothing of the person is left on screen or in the tab.
         assert_eq!(
             b.eval(
                 &page,
-                "document.querySelector('[data-seq=\"3\"]').dataset.state"
+                "[window.consultKiosk.ui.client.state, window.consultKiosk.ui.client.reconnectTimer, \
+                 sessionStorage.length, document.querySelectorAll('[data-testid=\"message\"]').length, \
+                 document.querySelector('[data-testid=\"whoami\"]').textContent]"
             )
             .await,
-            Ok(Value::String("acked".into()))
+            Ok(serde_json::json!(["closed", null, 0, 0, ""]))
         );
         b.screenshot(&page, &screenshot_path("final-idle-1080x1920"))
             .await

@@ -127,7 +127,8 @@ function closeText(code, final) {
 function renderNotice() {
   const el = $('notice');
   const n = ui.notice;
-  el.hidden = !n;
+  // A final close is shown on the final card instead of the banner.
+  el.hidden = !n || Boolean(n.final && n.code);
   if (!n) return;
   el.textContent = n.code ? closeText(n.code, n.final) : t(n.key);
   el.dataset.code = n.code ? String(n.code) : '';
@@ -319,6 +320,11 @@ function start(access, refresh, openId) {
     if (final) {
       sessionStorage.removeItem(STORE_TOKENS);
       sessionStorage.removeItem(STORE_OPEN);
+      // The next person at the kiosk must not see who was signed in.
+      ui.me = null;
+      ui.open = null;
+      $('messages').replaceChildren();
+      renderWho();
       show('final');
     }
   });
