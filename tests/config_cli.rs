@@ -450,3 +450,16 @@ fn help_token_lists_its_options() {
     }
     assert!(!text.contains("--head-timeout-ms"));
 }
+
+#[test]
+fn settings_struct_update_works_outside_crate() {
+    let settings = Settings {
+        heartbeat_ms: 50,
+        read_timeout_ms: 150,
+        ..Settings::default()
+    };
+    assert_eq!((settings.heartbeat_ms, settings.read_timeout_ms), (50, 150));
+    assert_eq!(settings.config_file(), None);
+    let reloaded = settings.reload_file().expect("no file: defaults");
+    assert_eq!(reloaded, Settings::default());
+}

@@ -144,8 +144,9 @@ pub enum Command {
 }
 
 /// The raw text of each configuration layer, kept so the file can be re-read on SIGHUP.
+/// Opaque: only the parser fills it; `Layers::default()` means "defaults only, no file".
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Layers {
+pub struct Layers {
     /// The config file named by `--config` or `CONSULT_EDGE_CONFIG`.
     pub(crate) config_file: Option<PathBuf>,
     /// `(key, value)` from the environment, in table order.
@@ -179,7 +180,8 @@ pub fn parse_command(
 
 impl Settings {
     /// Re-reads the config file and re-applies the environment and flags captured at start
-    /// (for SIGHUP). The result has the same precedence as the original parse.
+    /// (for SIGHUP). The result has the same precedence as the original parse. Values set by
+    /// code rather than by `parse_command` are not layers: they reload to their defaults.
     pub fn reload_file(&self) -> Result<Settings, CliError> {
         build(self.layers.clone())
     }

@@ -161,4 +161,22 @@ mod tests {
         assert_eq!(parse_config_text("k = 1\n\nk = 2").unwrap_err().0, 3);
         assert_eq!(parse_config_text(" = 1").unwrap_err().0, 1);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn file_parse_arbitrary_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_config_text(&text);
+        }
+
+        #[test]
+        fn file_quoted_value_round_trips(value in "[ -~]{0,40}") {
+            let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+            let text = format!("key = \"{escaped}\" # comment\n");
+            let entries = parse_config_text(&text);
+            proptest::prop_assert_eq!(
+                entries.map(|e| e.into_iter().map(|e| e.value).collect::<Vec<_>>()),
+                Ok(vec![value])
+            );
+        }
+    }
 }

@@ -22,7 +22,6 @@ pub mod file;
 pub mod settings;
 pub mod value;
 
-pub(crate) use cli::Layers;
-pub use cli::{parse_command, Command, TokenArgs, TokenRole, CONFIG_OPTION, TOKEN_OPTIONS};
+pub use cli::{parse_command, Command, Layers, TokenArgs, TokenRole, CONFIG_OPTION, TOKEN_OPTIONS};
 pub use error::{CliError, USAGE_EXIT_CODE};
 pub use settings::{OptionSpec, Settings, SETTING_OPTIONS};

@@ -151,8 +151,9 @@ macro_rules! settings {
         pub struct Settings {
             $( #[doc = $help] pub $field: $ty, )*
             /// The raw layers these values came from, kept so SIGHUP can re-read the file
-            /// and re-apply environment and flags on top.
-            pub(crate) layers: super::Layers,
+            /// and re-apply environment and flags on top. Public but opaque, so code outside
+            /// the crate can write `Settings { heartbeat_ms: 50, ..Settings::default() }`.
+            pub layers: super::Layers,
         }
 
         impl Default for Settings {

@@ -17,6 +17,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+pub use super::histogram::{fmt_f64, Histogram};
+
 /// Prefix of every metric name.
 pub const METRIC_PREFIX: &str = "consult_edge_";
 
@@ -31,74 +33,6 @@ pub const COMMIT_LATENCY_BUCKETS_S: &[f64] = &[
 pub const HTTP_DURATION_BUCKETS_S: &[f64] = &[
     0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-
-/// A fixed-bucket histogram.
-#[derive(Debug)]
-pub struct Histogram {
-    /// Upper bounds (inclusive, `le`), strictly increasing; `+Inf` is implicit.
-    bounds: &'static [f64],
-    /// Observations per bucket (not cumulative); one more slot than `bounds` for `+Inf`.
-    counts: RefCell<Vec<u64>>,
-    /// Sum of all observations.
-    sum: Cell<f64>,
-    /// Number of observations.
-    count: Cell<u64>,
-}
-
-impl Histogram {
-    /// An empty histogram over `bounds` (strictly increasing, finite).
-    pub fn new(bounds: &'static [f64]) -> Self {
-        debug_assert!(
-            bounds.windows(2).all(|w| matches!(w, [a, b] if a < b)),
-            "histogram bounds not increasing: bounds={bounds:?}"
-        );
-        Histogram {
-            bounds,
-            counts: RefCell::new(vec![0; bounds.len() + 1]),
-            sum: Cell::new(0.0),
-            count: Cell::new(0),
-        }
-    }
-
-    /// Records one observation; NaN is ignored, negatives count as zero.
-    pub fn observe(&self, value: f64) {
-        if value.is_nan() {
-            return;
-        }
-        let value = value.max(0.0);
-        let slot = self
-            .bounds
-            .iter()
-            .position(|bound| value <= *bound)
-            .unwrap_or(self.bounds.len());
-        if let Some(count) = self.counts.borrow_mut().get_mut(slot) {
-            *count += 1;
-        }
-        self.sum.set(self.sum.get() + value);
-        self.count.set(self.count.get() + 1);
-    }
-
-    /// Number of observations so far.
-    pub fn count(&self) -> u64 {
-        self.count.get()
-    }
-
-    fn render(&self, out: &mut String, name: &str) {
-        let counts = self.counts.borrow();
-        let mut cumulative = 0u64;
-        for (bound, count) in self.bounds.iter().zip(counts.iter()) {
-            cumulative += count;
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{}\"}} {cumulative}",
-                fmt_f64(*bound)
-            );
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count.get());
-        let _ = writeln!(out, "{name}_sum {}", fmt_f64(self.sum.get()));
-        let _ = writeln!(out, "{name}_count {}", self.count.get());
-    }
-}
 
 /// Every metric of SPEC §7 that the server updates as things happen.
 #[derive(Debug)]
@@ -378,17 +312,6 @@ fn family<K: ToString>(
     }
 }
 
-/// A float as Prometheus writes it: `+Inf`, `-Inf`, `NaN`, or a plain decimal.
-pub fn fmt_f64(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_string()
-    } else if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-    } else {
-        value.to_string()
-    }
-}
-
 /// Escapes a label value: `\` → `\\`, `"` → `\"`, newline → `\n`.
 pub fn escape_label(value: &str) -> String {
     value
@@ -534,28 +457,36 @@ mod tests {
     }
 
     #[test]
-    fn metrics_histogram_boundary_counts_in_its_bucket() {
-        let h = Histogram::new(COMMIT_LATENCY_BUCKETS_S);
-        h.observe(0.001);
-        h.observe(f64::NAN);
-        h.observe(-1.0);
-        assert_eq!(h.count(), 2);
-        let mut out = String::new();
-        h.render(&mut out, "x");
-        assert!(
-            out.lines().any(|l| l == "x_bucket{le=\"0.0005\"} 1"),
-            "{out}"
-        );
-        assert!(
-            out.lines().any(|l| l == "x_bucket{le=\"0.001\"} 2"),
-            "{out}"
-        );
-    }
-
-    #[test]
     fn metrics_extra_gauge_values_special_floats() {
         let text = Metrics::new().render(&[("consult_edge_weird", "Inf.", f64::INFINITY)]);
         let samples = parse_prometheus_text(&text).expect("valid");
         assert_eq!(value(&samples, "weird", None), Some(f64::INFINITY));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn metrics_any_event_sequence_renders_valid_text(
+            events in proptest::collection::vec((0u8..10, 0u16..5000, 0.0f64..20.0), 0..60)
+        ) {
+            const REASONS: [&str; 3] = ["expired", "bad_signature", "revoked"];
+            let m = Metrics::new();
+            for (kind, code, secs) in &events {
+                let reason = REASONS.get(usize::from(*code) % REASONS.len()).copied().unwrap_or("x");
+                match kind {
+                    0 => m.connection_opened(),
+                    1 => m.connection_closed(),
+                    2 => m.inc_close(*code),
+                    3 => m.inc_auth_failure(reason),
+                    4 => m.inc_deadline(reason),
+                    5 => m.observe_commit(*secs),
+                    6 => m.observe_http(*code, *secs),
+                    7 => m.outbound_queued(u64::from(*code)),
+                    8 => m.outbound_drained(u64::from(*code)),
+                    _ => m.session_started(),
+                }
+            }
+            let samples = parse_prometheus_text(&m.render(&[("pending_timers", "t", 1.0)]));
+            proptest::prop_assert!(samples.is_ok(), "{:?}", samples.err());
+        }
     }
 }

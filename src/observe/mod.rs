@@ -10,6 +10,7 @@
 //! mints `traceparent`s, [`metrics`] counts, [`prom`] is a strict parser of the text format
 //! used by tests to check that what we render is valid.
 
+pub mod histogram;
 pub mod log;
 pub mod metrics;
 pub mod prom;

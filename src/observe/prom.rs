@@ -476,4 +476,18 @@ mod tests {
             assert!(parse_prometheus_text(&text).is_err(), "accepted {text:?}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn prom_parse_arbitrary_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_prometheus_text(&text);
+        }
+
+        #[test]
+        fn prom_parse_format_like_never_panics(
+            text in "(# (HELP|TYPE) [a-z_]{1,4} [a-z \\\\]{0,8}\n|[a-z_]{1,4}(\\{[a-z_]{1,3}=\"[a-z\\\\\"]{0,4}\"[,]?\\})? [-+0-9.eInfNa]{1,5}( [0-9]{1,3})?\n){0,8}"
+        ) {
+            let _ = parse_prometheus_text(&text);
+        }
+    }
 }
