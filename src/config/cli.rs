@@ -165,7 +165,7 @@ pub fn parse_command(
     };
     match first.as_str() {
         "serve" => {
-            let options = command_options("serve", Scope::Serve);
+            let options = command_options(Scope::Serve);
             match scan("serve", rest, &options)? {
                 None => Ok(Command::Help(serve_help())),
                 Some(pairs) => Ok(Command::Serve(build(layers(pairs, env))?)),
@@ -188,7 +188,7 @@ impl Settings {
 }
 
 fn parse_token(rest: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, CliError> {
-    let mut options = command_options("token", Scope::Shared);
+    let mut options = command_options(Scope::Shared);
     options.extend(TOKEN_OPTIONS);
     let Some(pairs) = scan("token", rest, &options)? else {
         return Ok(Command::Help(token_help()));
@@ -239,7 +239,7 @@ fn non_empty(raw: &str) -> Result<String, String> {
 }
 
 /// The setting options a subcommand accepts as flags, plus `--config`.
-fn command_options(_command: &str, scope: Scope) -> Vec<&'static OptionSpec> {
+fn command_options(scope: Scope) -> Vec<&'static OptionSpec> {
     let mut options: Vec<&'static OptionSpec> = SETTING_OPTIONS
         .iter()
         .filter(|o| scope == Scope::Serve || o.scope == Scope::Shared)
@@ -397,13 +397,13 @@ fn top_help() -> String {
     let mut out = format!(
         "consult-edge: edge gateway for online medical consultation\n\n{USAGE}\n{PRECEDENCE}"
     );
-    let mut serve = command_options("serve", Scope::Serve);
+    let mut serve = command_options(Scope::Serve);
     serve.retain(|o| o.scope == Scope::Serve);
     write_options(&mut out, "Options of serve", &serve);
     write_options(
         &mut out,
         "Options of serve and token",
-        &command_options("token", Scope::Shared),
+        &command_options(Scope::Shared),
     );
     let own: Vec<&OptionSpec> = TOKEN_OPTIONS.iter().collect();
     write_options(&mut out, "Options of token only (command line)", &own);
@@ -412,7 +412,7 @@ fn top_help() -> String {
 
 fn serve_help() -> String {
     let mut out = format!("Usage: consult-edge serve [OPTIONS]\n\n{PRECEDENCE}");
-    write_options(&mut out, "Options", &command_options("serve", Scope::Serve));
+    write_options(&mut out, "Options", &command_options(Scope::Serve));
     out
 }
 
@@ -426,7 +426,7 @@ fn token_help() -> String {
     write_options(
         &mut out,
         "Key and data options",
-        &command_options("token", Scope::Shared),
+        &command_options(Scope::Shared),
     );
     out
 }
