@@ -75,8 +75,13 @@ impl ConfigValue for bool {
     }
 }
 
+/// Text values (issuer, audience, origins) must not be empty: an empty `jwt_issuer` would
+/// silently require `iss: ""` instead of turning the check off.
 impl ConfigValue for String {
     fn parse_value(raw: &str) -> Result<Self, String> {
+        if raw.trim().is_empty() {
+            return Err("expected a value, got an empty one".to_string());
+        }
         Ok(raw.to_string())
     }
     fn show_value(&self) -> String {
@@ -170,6 +175,15 @@ mod tests {
             ])
         );
         assert_eq!(Vec::<String>::new().show_value(), "(none)");
+    }
+
+    #[test]
+    fn value_empty_text_rejected() {
+        assert!(Option::<String>::parse_value("  ").is_err());
+        assert_eq!(
+            Option::<String>::parse_value("iss"),
+            Ok(Some("iss".to_string()))
+        );
     }
 
     #[test]
