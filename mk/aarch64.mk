@@ -6,6 +6,7 @@
 # make test-aarch64   the same binary under qemu-aarch64-static: a smoke run, then the black-box
 #                     tests (built for the host) with CONSULT_EDGE_BIN / CONSULT_EDGE_RUNNER set.
 #
+# make deploy-verify  `systemd-analyze verify` of deploy/consult-edge.service (skipped without it).
 # Both install what they need on a fresh machine: the rustup target, qemu-user-static and file.
 
 AARCH64_TARGET := aarch64-unknown-linux-musl
@@ -16,7 +17,7 @@ QEMU_AARCH64   ?= qemu-aarch64-static
 APT_SUDO       ?=
 APT_GET        := $(APT_SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: aarch64 aarch64-target aarch64-deps-check test-aarch64 qemu-aarch64 file-tool
+.PHONY: aarch64 aarch64-target aarch64-deps-check test-aarch64 qemu-aarch64 file-tool deploy-verify
 
 ## make aarch64: static aarch64-musl release binary (see mk/aarch64.mk).
 aarch64: aarch64-target aarch64-deps-check file-tool
@@ -44,3 +45,7 @@ qemu-aarch64:
 file-tool:
 	@command -v file >/dev/null || \
 	  { $(APT_GET) update -qq && $(APT_GET) install -y -qq file; }
+
+## make deploy-verify: systemd-analyze verify + security score of deploy/consult-edge.service.
+deploy-verify: aarch64
+	scripts/verify-unit.sh $(AARCH64_BIN)
