@@ -5,9 +5,9 @@
 #                     says ARM aarch64 + statically linked, `ldd` finds nothing.
 # make test-aarch64   the same binary under qemu-aarch64-static: a smoke run, then the black-box
 #                     tests (built for the host) with CONSULT_EDGE_BIN / CONSULT_EDGE_RUNNER set.
-#
 # make deploy-verify  `systemd-analyze verify` of deploy/consult-edge.service (skipped without it).
-# Both install what they need on a fresh machine: the rustup target, qemu-user-static and file.
+#
+# They install what they need on a fresh machine: the rustup target, qemu-user-static and file.
 
 AARCH64_TARGET := aarch64-unknown-linux-musl
 AARCH64_BIN    := target/$(AARCH64_TARGET)/release/consult-edge
