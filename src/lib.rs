@@ -14,11 +14,13 @@
 //! - `http`: HTTP/1.1: heads, bodies, limits, routing, responses, the server
 //! - `ws`: WebSocket: upgrade, session loop, frames, deadlines, close codes
 //! - `kiosk`: the embedded kiosk web client
+//! - `gateway`: the composition root: wires every module into `consult-edge serve`
 //! - `loadgen`: the load generator (a client: speaks the protocol only)
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod config;
+pub mod gateway;
 pub mod consult;
 pub mod http;
 pub mod kiosk;

@@ -210,9 +210,9 @@ settings! {
     allowed_origins: Vec<String> = Vec::new(), "ORIGIN,...", Serve,
         "Cross-site origins allowed to open WebSockets, comma-separated.";
     dev: bool = false, "", Serve,
-        "Development mode.";
+        "Development mode: loopback-only fault routes /debug/panic and /debug/sleep for testing.";
     enable_echo: bool = false, "", Serve,
-        "Enable the echo endpoint (testing).";
+        "Enable the loopback-only WebSocket echo endpoint /debug/echo (conformance testing).";
     max_connections: usize = DEFAULT_MAX_CONNECTIONS, "N", Serve,
         "Open connections beyond which new ones are refused.";
     shutdown_grace_ms: u64 = DEFAULT_SHUTDOWN_GRACE_MS, "MS", Serve,

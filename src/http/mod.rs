@@ -35,11 +35,14 @@
 //! ```
 
 pub mod body;
+pub mod conn;
 pub mod error;
 pub mod head;
 pub mod response;
 pub mod router;
+pub mod server;
 
+pub use conn::{ConnLimits, Reply, Request, Service, Upgraded};
 pub use body::{BodyProgress, BodyReader, ChunkProgress, ChunkedDecoder, LengthReader};
 pub use error::{ApiError, ApiErrorKind, HttpError};
 pub use head::{parse_head, BodyKind, HeadLimits, Headers, Method, Parsed, RequestHead};

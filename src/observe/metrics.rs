@@ -142,6 +142,15 @@ impl Metrics {
         bump(&self.closes, code);
     }
     /// The deadline `name` fired.
+    /// Overwrites the fired-deadline counters with the wheel's own counts (the wheel counts
+    /// by name as it fires; this copies them at scrape time).
+    pub fn set_deadlines_fired(&self, fired: &[(&'static str, u64)]) {
+        let mut map = self.deadlines_fired.borrow_mut();
+        for (name, count) in fired {
+            map.insert(*name, *count);
+        }
+    }
+
     pub fn inc_deadline(&self, name: &'static str) {
         bump(&self.deadlines_fired, name);
     }

@@ -17,9 +17,11 @@ pub mod node;
 pub mod reason;
 pub mod registry;
 pub mod runtime;
+pub mod signal;
 mod slab;
 pub mod task;
 
 pub use node::{Runtime, Scope, ScopeKind, ScopeRef, ScopeTimer, TimerKind};
 pub use reason::CancelReason;
+pub use signal::Signal;
 pub use registry::dump;

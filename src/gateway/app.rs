@@ -1,0 +1,124 @@
+//! The application state every handler and session shares, and the HTTP `Service` over it.
+//!
+//! # Invariants
+//! 1. One `App` per running gateway, on the executor thread; everything in it is single-threaded
+//!    (`Rc`, `RefCell`), except the store's writer, which is its own thread.
+//! 2. Settings are read per connection/session at its start; a reload swaps them for new ones.
+
+use super::routes::{self, HandlerFn};
+use crate::config::Settings;
+use crate::http::server::{AcceptPolicy, ConnCounter};
+use crate::http::{ApiError, ConnLimits, HeadLimits, HttpError, Method, Reply, Request, Response};
+use crate::http::{Routed, Router, Service};
+use crate::observe::Metrics;
+use crate::scope::{Runtime, Scope, Signal};
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+pub struct App {
+    pub settings: RefCell<Settings>,
+    pub rt: Rc<Runtime>,
+    /// The server scope: connections, sessions and consultations live under it.
+    pub server: Rc<Scope>,
+    /// Cancelled when shutdown starts: accepting stops, idle keep-alive connections close,
+    /// in-flight requests finish and then close.
+    pub drain: Signal,
+    pub metrics: Metrics,
+    pub connections: ConnCounter,
+    router: Router<HandlerFn>,
+}
+
+impl App {
+    pub fn new(settings: Settings, rt: Rc<Runtime>, server: Rc<Scope>) -> App {
+        App {
+            settings: RefCell::new(settings),
+            rt,
+            server,
+            drain: Signal::default(),
+            metrics: Metrics::new(),
+            connections: ConnCounter::default(),
+            router: routes::router(),
+        }
+    }
+
+    pub fn settings(&self) -> std::cell::Ref<'_, Settings> {
+        self.settings.borrow()
+    }
+}
+
+impl Service for App {
+    fn handle<'a>(
+        &'a self,
+        request: Request,
+        scope: &'a Scope,
+    ) -> Pin<Box<dyn Future<Output = Reply> + 'a>> {
+        let method = request.head.method.clone();
+        let path = request.head.path.clone();
+        match self.router.find(&method, &path) {
+            Routed::Found(handler, params) => handler(self, routes::Call { request, params, scope }),
+            Routed::MethodNotAllowed(allow) => {
+                let response = HttpError::MethodNotAllowed { allow }.to_response();
+                Box::pin(async move { Reply::Response(response) })
+            }
+            Routed::NotFound => {
+                let response = HttpError::from(ApiError::not_found("no such route")).to_response();
+                Box::pin(async move { Reply::Response(response) })
+            }
+        }
+    }
+
+    fn record(&self, method: &Method, path: &str, status: u16, bytes: usize, micros: u64, scope: u64) {
+        self.metrics.observe_http(status, micros as f64 / 1e6);
+        log::info!(
+            "event=http_request method={method} path={} status={status} bytes={bytes} duration_us={micros} scope={scope}",
+            crate::observe::LogValue(path)
+        );
+    }
+}
+
+impl AcceptPolicy for App {
+    fn limits(&self) -> ConnLimits {
+        let s = self.settings();
+        ConnLimits {
+            head_timeout_ms: s.head_timeout_ms,
+            body_timeout_ms: s.body_timeout_ms,
+            keepalive_idle_ms: s.keepalive_idle_ms,
+            head: HeadLimits {
+                max_head_bytes: s.max_head_bytes,
+                max_body_bytes: s.max_body_bytes as u64,
+            },
+        }
+    }
+
+    fn max_connections(&self) -> usize {
+        self.settings().max_connections
+    }
+
+    fn opened(&self) {
+        self.metrics.connection_opened();
+    }
+
+    fn closed(&self) {
+        self.metrics.connection_closed();
+    }
+
+    fn rejected(&self) {
+        self.metrics.connection_rejected();
+    }
+
+    fn drain(&self) -> Signal {
+        self.drain.clone()
+    }
+}
+
+/// A JSON error response for a handler's refusal.
+pub fn error_reply(error: ApiError) -> Reply {
+    Reply::Response(HttpError::from(error).to_response())
+}
+
+/// A 200 JSON response.
+pub fn json_reply(status: u16, value: &impl serde::Serialize) -> Reply {
+    Reply::Response(Response::json(status, value))
+}

@@ -1,0 +1,395 @@
+//! One HTTP/1.1 connection: a scope that reads requests, runs each in its own child scope, and
+//! writes responses in request order (keep-alive, pipelining, `Expect: 100-continue`).
+//!
+//! # Invariants
+//! 1. At most one phase deadline is armed at a time: `keepalive_idle` while waiting for a
+//!    request's first byte, `head` until its head is complete, `body` until its body is read.
+//!    When one fires the connection scope is cancelled with its name, and the connection closes.
+//! 2. Responses are written in the order requests arrived: one request is handled at a time;
+//!    bytes of later (pipelined) requests wait in the buffer.
+//! 3. While a handler runs, the socket is still read: end of stream cancels the request's scope
+//!    with `PeerClosed`, so its work stops instead of running on for nobody.
+//! 4. The read buffer never holds more than the head limit plus one read: a client cannot make
+//!    us buffer more than it may send.
+//!
+//! # Implementation
+//! The wire rules live in `head.rs`/`body.rs`; this file only moves bytes and arms deadlines.
+//! After a `101 Switching Protocols`, the socket, the bytes already read and the connection's
+//! accounting guard are handed to the upgrade's continuation and this loop ends — the session
+//! lives on in a scope of its own under the server.
+
+use super::body::BodyReader;
+use super::error::HttpError;
+use super::head::{parse_head, HeadLimits, Method, Parsed, RequestHead};
+use super::response::{Response, CONTINUE};
+use crate::scope::{CancelReason, Scope, ScopeKind, ScopeTimer, Signal};
+use async_io::Async;
+use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use std::future::Future;
+use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::rc::Rc;
+
+/// Bytes read from the socket per read call: a chat gateway's requests are small, and a small
+/// buffer keeps an idle keep-alive connection cheap.
+pub const READ_CHUNK: usize = 4096;
+
+/// Time limits and size limits of one connection, fixed when it is accepted (a reload applies to
+/// new connections).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub head_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub keepalive_idle_ms: u64,
+    pub head: HeadLimits,
+}
+
+/// A parsed request with its body, as handlers see it.
+pub struct Request {
+    pub head: RequestHead,
+    pub body: Vec<u8>,
+    pub peer: SocketAddr,
+}
+
+impl Request {
+    /// The peer is on this host: loopback-only endpoints check this.
+    pub fn is_loopback(&self) -> bool {
+        self.peer.ip().is_loopback()
+    }
+}
+
+/// A socket leaving the HTTP loop for another protocol.
+pub struct Upgraded {
+    pub stream: Async<TcpStream>,
+    /// Bytes the client sent after the upgrade request, already read.
+    pub leftover: Vec<u8>,
+    pub peer: SocketAddr,
+    /// Accounting for the open connection; dropped when the socket is.
+    pub guard: Box<dyn std::any::Any>,
+}
+
+/// What a handler answers.
+pub enum Reply {
+    Response(Response),
+    /// Write `response` (a 101), then hand the socket to `then`.
+    Upgrade {
+        response: Response,
+        then: Box<dyn FnOnce(Upgraded)>,
+    },
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Reply {
+        Reply::Response(response)
+    }
+}
+
+/// The application behind the HTTP server.
+pub trait Service {
+    /// Handles one request inside its request `scope`.
+    fn handle<'a>(
+        &'a self,
+        request: Request,
+        scope: &'a Scope,
+    ) -> Pin<Box<dyn Future<Output = Reply> + 'a>>;
+
+    /// Called once per finished request, for the access log and metrics.
+    fn record(&self, method: &Method, path: &str, status: u16, bytes: usize, micros: u64, scope: u64);
+}
+
+enum Phase {
+    /// Waiting for the first byte of a request.
+    Idle,
+    Head,
+    Body,
+    /// A handler runs: its own scope bounds it, the connection arms nothing.
+    Handling,
+}
+
+struct Conn {
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    buf: Vec<u8>,
+    limits: ConnLimits,
+    /// Cancelled when the gateway drains for shutdown: no new request is read after it.
+    drain: Signal,
+    idle: ScopeTimer,
+    head: ScopeTimer,
+    body: ScopeTimer,
+}
+
+impl Conn {
+    /// Arms the deadline of `phase` and disarms the others (invariant 1).
+    fn enter(&self, phase: Phase) {
+        let (idle, head, body) = match phase {
+            Phase::Idle => (Some(self.limits.keepalive_idle_ms), None, None),
+            Phase::Head => (None, Some(self.limits.head_timeout_ms), None),
+            Phase::Body => (None, None, Some(self.limits.body_timeout_ms)),
+            Phase::Handling => (None, None, None),
+        };
+        for (timer, ms) in [(&self.idle, idle), (&self.head, head), (&self.body, body)] {
+            match ms {
+                Some(ms) => timer.reset_after(ms),
+                None => timer.cancel(),
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` is end of stream.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        let len = self.buf.len();
+        self.buf.resize(len + READ_CHUNK, 0);
+        let read = self.stream.read(&mut self.buf[len..]).await;
+        let n = *read.as_ref().unwrap_or(&0);
+        self.buf.truncate(len + n);
+        read
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+}
+
+/// Serves one accepted connection inside `scope` (a `Connection` scope) until it closes.
+pub async fn serve_connection(
+    scope: Scope,
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    limits: ConnLimits,
+    service: Rc<dyn Service>,
+    drain: Signal,
+    guard: Box<dyn std::any::Any>,
+) {
+    let now = scope.now();
+    let mut conn = Conn {
+        stream,
+        peer,
+        buf: Vec::new(),
+        limits,
+        drain,
+        idle: scope.deadline("keepalive_idle", now + limits.keepalive_idle_ms),
+        head: scope.deadline("head", u64::MAX),
+        body: scope.deadline("body", u64::MAX),
+    };
+    conn.head.cancel();
+    conn.body.cancel();
+    loop {
+        if conn.drain.is_fired() && conn.buf.is_empty() {
+            break;
+        }
+        match scope.run(next_request(&mut conn)).await {
+            Ok(Ok(Some(head))) => {
+                match handle_one(&scope, &mut conn, head, &*service).await {
+                    Ok(Some(then)) => {
+                        // Upgraded: the socket leaves this scope.
+                        let Conn { stream, buf, peer, .. } = conn;
+                        then(Upgraded {
+                            stream,
+                            leftover: buf,
+                            peer,
+                            guard,
+                        });
+                        return;
+                    }
+                    Ok(None) => {}
+                    Err(()) => break,
+                }
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(error)) => {
+                log::debug!(
+                    "event=http_error peer={} status={} code={} scope={}",
+                    conn.peer,
+                    error.status(),
+                    error.code(),
+                    scope.path()
+                );
+                let mut out = Vec::new();
+                error.to_response().write(&mut out, false, false);
+                let _ = conn.write(&out).await;
+                break;
+            }
+            Err(CancelReason::Deadline(name)) if name == "head" => {
+                // Slowloris: tell a real (slow) client why, then drop it.
+                let mut out = Vec::new();
+                HttpError::HeadTimeout
+                    .to_response()
+                    .write(&mut out, false, false);
+                let _ = conn.stream.write_all(&out).await;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    drop(guard);
+}
+
+/// Waits for and parses the next request head. `Ok(None)`: the client closed between requests.
+async fn next_request(conn: &mut Conn) -> Result<Option<RequestHead>, HttpError> {
+    conn.enter(if conn.buf.is_empty() {
+        Phase::Idle
+    } else {
+        Phase::Head
+    });
+    loop {
+        if !conn.buf.is_empty() {
+            match parse_head(&conn.buf, &conn.limits.head)? {
+                Parsed::Complete(head, consumed) => {
+                    conn.buf.drain(..consumed);
+                    return Ok(Some(head));
+                }
+                Parsed::Partial => {}
+            }
+        }
+        let was_empty = conn.buf.is_empty();
+        let read = if was_empty {
+            // Between requests: a drain (shutdown) ends the connection.
+            let drained = conn.drain.wait();
+            smol::future::or(async { Some(conn.fill().await) }, async {
+                drained.await;
+                None
+            })
+            .await
+        } else {
+            Some(conn.fill().await)
+        };
+        let Some(read) = read else {
+            return Ok(None);
+        };
+        match read {
+            Ok(0) if was_empty => return Ok(None),
+            Ok(0) => return Err(HttpError::Malformed("connection closed inside a request head")),
+            Ok(_) => {
+                if was_empty {
+                    conn.enter(Phase::Head);
+                }
+            }
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
+/// Reads the body, runs the handler in a request scope, writes the response.
+/// `Ok(Some(then))`: upgraded. `Err(())`: the connection must close.
+async fn handle_one(
+    conn_scope: &Scope,
+    conn: &mut Conn,
+    head: RequestHead,
+    service: &dyn Service,
+) -> Result<Option<Box<dyn FnOnce(Upgraded)>>, ()> {
+    let started = std::time::Instant::now();
+    let keep_alive = head.keep_alive;
+    let is_head = head.method == Method::Head;
+    let method = head.method.clone();
+    let path = head.path.clone();
+
+    let body = match conn_scope.run(read_body(conn, &head)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => {
+            let mut out = Vec::new();
+            error.to_response().write(&mut out, false, is_head);
+            let _ = conn.write(&out).await;
+            service.record(&method, &path, error.status(), out.len(), 0, conn_scope.id());
+            return Err(());
+        }
+        Err(_) => return Err(()),
+    };
+    conn.enter(Phase::Handling);
+
+    let request_scope = conn_scope.child(ScopeKind::Request, &path);
+    let request = Request {
+        head,
+        body,
+        peer: conn.peer,
+    };
+    let reply = {
+        let handler = request_scope.run(service.handle(request, &request_scope));
+        let peer_gone = watch_peer(conn, &request_scope);
+        handler.or(async {
+            peer_gone.await;
+            Err(CancelReason::PeerClosed)
+        })
+        .await
+    };
+    let (response, upgrade) = match reply {
+        Ok(Reply::Response(response)) => (response, None),
+        Ok(Reply::Upgrade { response, then }) => (response, Some(then)),
+        Err(CancelReason::Panicked) => {
+            (HttpError::from(crate::http::ApiError::internal("handler panicked")).to_response(), None)
+        }
+        Err(reason) => {
+            log::debug!(
+                "event=request_cancelled reason={reason} scope={}",
+                request_scope.path()
+            );
+            return Err(());
+        }
+    };
+    let keep = (keep_alive && !conn.drain.is_fired()) || upgrade.is_some();
+    let mut out = Vec::with_capacity(256 + response.body.len());
+    response.write(&mut out, keep, is_head);
+    let written = conn.write(&out).await;
+    service.record(
+        &method,
+        &path,
+        response.status,
+        out.len(),
+        started.elapsed().as_micros() as u64,
+        request_scope.id(),
+    );
+    drop(request_scope);
+    if written.is_err() {
+        return Err(());
+    }
+    match upgrade {
+        Some(then) => Ok(Some(then)),
+        None if keep => Ok(None),
+        None => Err(()),
+    }
+}
+
+/// Reads the body the head announces, answering `100 Continue` first when asked to.
+async fn read_body(conn: &mut Conn, head: &RequestHead) -> Result<Vec<u8>, HttpError> {
+    let mut reader = BodyReader::new(head.body, conn.limits.head.max_body_bytes);
+    let mut body = Vec::new();
+    if reader.is_done() {
+        return Ok(body);
+    }
+    conn.enter(Phase::Body);
+    if head.expect_continue && conn.buf.is_empty() {
+        conn.write(CONTINUE)
+            .await
+            .map_err(|_| HttpError::Malformed("connection closed"))?;
+    }
+    loop {
+        let progress = reader.read(&conn.buf, &mut body)?;
+        conn.buf.drain(..progress.consumed);
+        if progress.done {
+            return Ok(body);
+        }
+        match conn.fill().await {
+            Ok(0) | Err(_) => return Err(HttpError::Malformed("connection closed inside a body")),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Resolves when the peer closes while a handler runs (invariant 3); bytes of pipelined
+/// requests are kept, up to the head limit (invariant 4).
+async fn watch_peer(conn: &mut Conn, request_scope: &Scope) {
+    loop {
+        if conn.buf.len() >= conn.limits.head.max_head_bytes {
+            // Enough buffered; stop reading until the handler is done.
+            std::future::pending::<()>().await;
+        }
+        match conn.fill().await {
+            Ok(0) | Err(_) => {
+                request_scope.cancel(CancelReason::PeerClosed);
+                return;
+            }
+            Ok(_) => {}
+        }
+    }
+}
