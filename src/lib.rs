@@ -20,8 +20,8 @@
 
 pub mod auth;
 pub mod config;
-pub mod gateway;
 pub mod consult;
+pub mod gateway;
 pub mod http;
 pub mod kiosk;
 pub mod loadgen;

@@ -57,7 +57,14 @@ impl Service for App {
         let method = request.head.method.clone();
         let path = request.head.path.clone();
         match self.router.find(&method, &path) {
-            Routed::Found(handler, params) => handler(self, routes::Call { request, params, scope }),
+            Routed::Found(handler, params) => handler(
+                self,
+                routes::Call {
+                    request,
+                    params,
+                    scope,
+                },
+            ),
             Routed::MethodNotAllowed(allow) => {
                 let response = HttpError::MethodNotAllowed { allow }.to_response();
                 Box::pin(async move { Reply::Response(response) })
@@ -69,7 +76,15 @@ impl Service for App {
         }
     }
 
-    fn record(&self, method: &Method, path: &str, status: u16, bytes: usize, micros: u64, scope: u64) {
+    fn record(
+        &self,
+        method: &Method,
+        path: &str,
+        status: u16,
+        bytes: usize,
+        micros: u64,
+        scope: u64,
+    ) {
         self.metrics.observe_http(status, micros as f64 / 1e6);
         log::info!(
             "event=http_request method={method} path={} status={status} bytes={bytes} duration_us={micros} scope={scope}",

@@ -70,8 +70,14 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             let app = app.clone();
             let server_for_loop = server.clone();
             server.spawn(async move {
-                accept_loop(&server_for_loop, listener, app.clone(), app.clone(), app.connections.clone())
-                    .await;
+                accept_loop(
+                    &server_for_loop,
+                    listener,
+                    app.clone(),
+                    app.clone(),
+                    app.connections.clone(),
+                )
+                .await;
             });
         }
         log::info!("event=listening addr={addr} fd_limit={fd_limit}");

@@ -22,10 +22,19 @@ pub fn metrics<'a>(app: &'a App, call: Call<'a>) -> Fut<'a> {
         if !operator_allowed(app, &call) {
             return error_reply(ApiError::forbidden("metrics are for loopback or admin"));
         }
-        app.metrics.set_deadlines_fired(&app.rt.timers.fired_by_name());
+        app.metrics
+            .set_deadlines_fired(&app.rt.timers.fired_by_name());
         let gauges = [
-            ("pending_timers", "Timers armed in the deadline wheel.", app.rt.timers.pending() as f64),
-            ("live_scopes", "Scopes alive in the scope tree.", app.rt.live_scopes() as f64),
+            (
+                "pending_timers",
+                "Timers armed in the deadline wheel.",
+                app.rt.timers.pending() as f64,
+            ),
+            (
+                "live_scopes",
+                "Scopes alive in the scope tree.",
+                app.rt.live_scopes() as f64,
+            ),
         ];
         let text = app.metrics.render(&gauges);
         Reply::Response(
@@ -39,7 +48,9 @@ pub fn metrics<'a>(app: &'a App, call: Call<'a>) -> Fut<'a> {
 pub fn debug_scopes<'a>(app: &'a App, call: Call<'a>) -> Fut<'a> {
     Box::pin(async move {
         if !operator_allowed(app, &call) {
-            return error_reply(ApiError::forbidden("the scope dump is for loopback or admin"));
+            return error_reply(ApiError::forbidden(
+                "the scope dump is for loopback or admin",
+            ));
         }
         json_reply(200, &crate::scope::dump(&app.rt))
     })

@@ -27,5 +27,9 @@ pub fn router() -> Router<HandlerFn> {
         .route(Method::Get, "/index.html", ops::kiosk_asset as HandlerFn)
         .route(Method::Get, "/app.js", ops::kiosk_asset as HandlerFn)
         .route(Method::Get, "/app.css", ops::kiosk_asset as HandlerFn)
-        .route(Method::Get, "/consult-client.js", ops::kiosk_asset as HandlerFn)
+        .route(
+            Method::Get,
+            "/consult-client.js",
+            ops::kiosk_asset as HandlerFn,
+        )
 }

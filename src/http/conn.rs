@@ -35,6 +35,13 @@ use std::rc::Rc;
 /// buffer keeps an idle keep-alive connection cheap.
 pub const READ_CHUNK: usize = 4096;
 
+/// After an error response that closes the connection, unread request bytes are drained for at
+/// most this long / this many bytes before the socket is closed: closing with unread data makes
+/// the kernel send RST, which can destroy the error response before the client reads it
+/// (RFC 9112 §9.6, "lingering close").
+pub const LINGER_MS: u64 = 1000;
+pub const LINGER_BYTES: usize = 256 * 1024;
+
 /// Time limits and size limits of one connection, fixed when it is accepted (a reload applies to
 /// new connections).
 #[derive(Debug, Clone, Copy)]
@@ -95,7 +102,15 @@ pub trait Service {
     ) -> Pin<Box<dyn Future<Output = Reply> + 'a>>;
 
     /// Called once per finished request, for the access log and metrics.
-    fn record(&self, method: &Method, path: &str, status: u16, bytes: usize, micros: u64, scope: u64);
+    fn record(
+        &self,
+        method: &Method,
+        path: &str,
+        status: u16,
+        bytes: usize,
+        micros: u64,
+        scope: u64,
+    );
 }
 
 enum Phase {
@@ -184,7 +199,9 @@ pub async fn serve_connection(
                 match handle_one(&scope, &mut conn, head, &*service).await {
                     Ok(Some(then)) => {
                         // Upgraded: the socket leaves this scope.
-                        let Conn { stream, buf, peer, .. } = conn;
+                        let Conn {
+                            stream, buf, peer, ..
+                        } = conn;
                         then(Upgraded {
                             stream,
                             leftover: buf,
@@ -208,10 +225,12 @@ pub async fn serve_connection(
                 );
                 let mut out = Vec::new();
                 error.to_response().write(&mut out, false, false);
-                let _ = conn.write(&out).await;
+                if conn.write(&out).await.is_ok() {
+                    linger_close(&scope, &mut conn).await;
+                }
                 break;
             }
-            Err(CancelReason::Deadline(name)) if name == "head" => {
+            Err(CancelReason::Deadline("head")) => {
                 // Slowloris: tell a real (slow) client why, then drop it.
                 let mut out = Vec::new();
                 HttpError::HeadTimeout
@@ -260,7 +279,11 @@ async fn next_request(conn: &mut Conn) -> Result<Option<RequestHead>, HttpError>
         };
         match read {
             Ok(0) if was_empty => return Ok(None),
-            Ok(0) => return Err(HttpError::Malformed("connection closed inside a request head")),
+            Ok(0) => {
+                return Err(HttpError::Malformed(
+                    "connection closed inside a request head",
+                ))
+            }
             Ok(_) => {
                 if was_empty {
                     conn.enter(Phase::Head);
@@ -290,8 +313,18 @@ async fn handle_one(
         Ok(Err(error)) => {
             let mut out = Vec::new();
             error.to_response().write(&mut out, false, is_head);
-            let _ = conn.write(&out).await;
-            service.record(&method, &path, error.status(), out.len(), 0, conn_scope.id());
+            let written = conn.write(&out).await;
+            service.record(
+                &method,
+                &path,
+                error.status(),
+                out.len(),
+                0,
+                conn_scope.id(),
+            );
+            if written.is_ok() {
+                linger_close(conn_scope, conn).await;
+            }
             return Err(());
         }
         Err(_) => return Err(()),
@@ -307,20 +340,22 @@ async fn handle_one(
     let reply = {
         let handler = request_scope.run(service.handle(request, &request_scope));
         let peer_gone = watch_peer(conn, &request_scope);
-        handler.or(async {
-            peer_gone.await;
-            Err(CancelReason::PeerClosed)
-        })
-        .await
+        handler
+            .or(async {
+                peer_gone.await;
+                Err(CancelReason::PeerClosed)
+            })
+            .await
     };
     let (response, upgrade) = match reply {
         Ok(Reply::Response(response)) => (response, None),
         Ok(Reply::Upgrade { response, then }) => (response, Some(then)),
-        Err(CancelReason::Panicked) => {
-            (HttpError::from(crate::http::ApiError::internal("handler panicked")).to_response(), None)
-        }
+        Err(CancelReason::Panicked) => (
+            HttpError::from(crate::http::ApiError::internal("handler panicked")).to_response(),
+            None,
+        ),
         Err(reason) => {
-            log::debug!(
+            log::info!(
                 "event=request_cancelled reason={reason} scope={}",
                 request_scope.path()
             );
@@ -374,6 +409,31 @@ async fn read_body(conn: &mut Conn, head: &RequestHead) -> Result<Vec<u8>, HttpE
             Ok(_) => {}
         }
     }
+}
+
+/// Half-closes and drains what the client still sends, bounded by [`LINGER_MS`] and
+/// [`LINGER_BYTES`], so the error response reaches it before the socket closes.
+async fn linger_close(scope: &Scope, conn: &mut Conn) {
+    if conn
+        .stream
+        .get_ref()
+        .shutdown(std::net::Shutdown::Write)
+        .is_err()
+    {
+        return;
+    }
+    let timers = scope.timers().clone();
+    let drain = async {
+        let mut sink = [0u8; READ_CHUNK];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match conn.stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    drain.or(timers.sleep(LINGER_MS)).await;
 }
 
 /// Resolves when the peer closes while a handler runs (invariant 3); bytes of pipelined

@@ -42,8 +42,8 @@ pub mod response;
 pub mod router;
 pub mod server;
 
-pub use conn::{ConnLimits, Reply, Request, Service, Upgraded};
 pub use body::{BodyProgress, BodyReader, ChunkProgress, ChunkedDecoder, LengthReader};
+pub use conn::{ConnLimits, Reply, Request, Service, Upgraded};
 pub use error::{ApiError, ApiErrorKind, HttpError};
 pub use head::{parse_head, BodyKind, HeadLimits, Headers, Method, Parsed, RequestHead};
 pub use response::Response;

@@ -103,7 +103,9 @@ pub async fn accept_loop(
                 if out_of_fds {
                     let now = server.now();
                     if last_emfile_log.is_none_or(|t| now >= t + EMFILE_LOG_INTERVAL_MS) {
-                        log::warn!("event=accept_backoff error={error} backoff_ms={ACCEPT_BACKOFF_MS}");
+                        log::warn!(
+                            "event=accept_backoff error={error} backoff_ms={ACCEPT_BACKOFF_MS}"
+                        );
                         last_emfile_log = Some(now);
                     }
                     server.timers().sleep(ACCEPT_BACKOFF_MS).await;

@@ -23,5 +23,5 @@ pub mod task;
 
 pub use node::{Runtime, Scope, ScopeKind, ScopeRef, ScopeTimer, TimerKind};
 pub use reason::CancelReason;
-pub use signal::Signal;
 pub use registry::dump;
+pub use signal::Signal;

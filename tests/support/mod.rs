@@ -1,0 +1,330 @@
+//! Shared harness of the black-box tests: the real `consult-edge` binary on 127.0.0.1 with a
+//! temp data dir, and small blocking HTTP helpers over real TCP.
+//!
+//! `CONSULT_EDGE_BIN` (path) and `CONSULT_EDGE_RUNNER` (a command prefix such as
+//! `qemu-aarch64-static`) point the tests at another build of the binary (the emulated ARM64
+//! run); by default they use the one cargo built.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a gateway may take to print its listening line (generous for emulated runs).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound for any single wait in a test; a hang becomes a failure, not a stuck CI.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn command() -> Command {
+    let bin = std::env::var("CONSULT_EDGE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_BIN_EXE_consult-edge")));
+    match std::env::var("CONSULT_EDGE_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut parts = runner.split_whitespace();
+            let mut cmd = Command::new(parts.next().unwrap_or("env"));
+            cmd.args(parts).arg(bin);
+            cmd
+        }
+        _ => Command::new(bin),
+    }
+}
+
+/// Runs `consult-edge <args>` to completion; returns (status, stdout, stderr).
+pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = command()
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run consult-edge");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    /// The server's stderr (its log), collected by a thread.
+    log: mpsc::Receiver<String>,
+}
+
+impl Gateway {
+    /// Starts `serve` on a free port with a fresh temp data dir and `extra` options.
+    pub fn start(extra: &[&str]) -> Gateway {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut gw = Gateway::start_in(&dir, extra);
+        gw._tmp = Some(tmp);
+        gw
+    }
+
+    /// Starts `serve` with the given data dir (restarts keep their state there).
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Gateway {
+        let mut cmd = command();
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn consult-edge serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (line_tx, line_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = line_tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let (log_tx, log_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var("TEST_SHOW_LOG").is_ok() {
+                    eprintln!("[gw] {line}");
+                }
+                if log_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = match line_rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let log: Vec<String> = log_rx.try_iter().collect();
+                panic!(
+                    "gateway did not print its listening line; log:\n{}",
+                    log.join("\n")
+                );
+            }
+        };
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no address in listening line: {line:?}"));
+        Gateway {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            log: log_rx,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends `signal` to the gateway.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("kill");
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(rustix::process::Signal::TERM);
+        self.wait_exit(IO_TIMEOUT)
+            .expect("gateway exits after SIGTERM")
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+
+    /// Waits until a log line contains `needle` (bounded); returns it.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let start = Instant::now();
+        while start.elapsed() < IO_TIMEOUT {
+            match self.log.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.contains(needle) => return line,
+                _ => {}
+            }
+        }
+        panic!("no log line containing {needle:?}");
+    }
+
+    /// `consult-edge token` with this gateway's data dir.
+    pub fn token(&self, args: &[&str]) -> String {
+        let dir = self.data_dir.to_string_lossy().into_owned();
+        let mut all = vec!["token", "--data-dir", dir.as_str()];
+        all.extend_from_slice(args);
+        let (status, out, err) = run(&all);
+        assert!(status.success(), "token failed: {err}");
+        out.trim().to_owned()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        s.set_nodelay(true).ok();
+        s
+    }
+
+    /// One request on a fresh connection.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let mut s = self.connect();
+        write_request(&mut s, method, path, headers, body);
+        read_response(&mut s).expect("a response")
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn write_request(
+    s: &mut TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes).expect("write request");
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response (Content-Length framed). `None` on a clean close before any byte.
+pub fn read_response(s: &mut TcpStream) -> Option<Response> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(n)) = parsed.parse(&buf) {
+            let status = parsed.code.unwrap_or(0);
+            let headers: Vec<(String, String)> = parsed
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_owned(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            if status == 100 {
+                buf.drain(..n);
+                continue;
+            }
+            while buf.len() < n + len {
+                let got = s.read(&mut chunk).expect("read body");
+                assert!(got > 0, "closed inside a body");
+                buf.extend_from_slice(&chunk[..got]);
+            }
+            let body = buf[n..n + len].to_vec();
+            return Some(Response {
+                status,
+                headers,
+                body,
+            });
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => {
+                assert!(
+                    buf.is_empty(),
+                    "closed inside a head: {:?}",
+                    String::from_utf8_lossy(&buf)
+                );
+                return None;
+            }
+            Ok(got) => buf.extend_from_slice(&chunk[..got]),
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}
+
+/// True when the server closed the connection (EOF) without sending anything more.
+pub fn is_closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0))
+}
