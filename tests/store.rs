@@ -209,6 +209,7 @@ fn consultations_of_members_see_newest_first_others_nothing() -> TestResult {
         let c = store.create_consultation("p2", "d1", T0 + 20).await?;
         // A user whose id extends p1's must not leak into p1's list.
         let d = store.create_consultation("p1x", "d3", T0 + 30).await?;
+        let e = store.create_consultation("p1\0", "d3", T0 + 40).await?;
 
         assert_eq!(
             ids(store.consultations_of("p1", 10)?),
@@ -219,13 +220,14 @@ fn consultations_of_members_see_newest_first_others_nothing() -> TestResult {
             vec![c.id.clone(), a.id.clone()]
         );
         assert_eq!(ids(store.consultations_of("p1x", 10)?), vec![d.id.clone()]);
+        assert_eq!(ids(store.consultations_of("p1\0", 10)?), vec![e.id.clone()]);
         assert_eq!(ids(store.consultations_of("d1", 1)?), vec![c.id.clone()]);
         assert!(store.consultations_of("stranger", 10)?.is_empty());
         assert!(store.consultations_of("p", 10)?.is_empty());
 
         let mut open = ids(store.open_consultations()?);
         open.sort();
-        let mut all = vec![a.id, b.id, c.id, d.id];
+        let mut all = vec![a.id, b.id, c.id, d.id, e.id];
         all.sort();
         assert_eq!(open, all);
         Ok(())
@@ -403,30 +405,52 @@ fn reopen_after_drop_everything_is_there() -> TestResult {
 
 #[test]
 fn shutdown_flushes_queued_writes_then_refuses() -> TestResult {
+    const QUEUED: usize = 20;
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path())?;
     let other = store.clone();
     let c = smol::block_on(async {
         let c = store.create_consultation("p1", "d1", T0).await?;
-        // Queue 20 appends without awaiting their replies, then shut down at once.
-        let pending: Vec<_> = (0..20)
-            .map(|i| {
-                let s = store.clone();
-                let m = msg(&c.id, "p1", &format!("c{i}"), "x");
-                smol::spawn(async move { s.append_message(m).await })
-            })
+        // Poll each append once: that enqueues its op (the queue has room) without waiting for
+        // the reply. Then shut down while they are queued or mid-commit.
+        let mut queued: Vec<_> = (0..QUEUED)
+            .map(|i| Box::pin(other.append_message(msg(&c.id, "p1", &format!("c{i}"), "x"))))
             .collect();
-        for p in pending {
-            p.await?;
+        for f in queued.iter_mut() {
+            assert!(
+                smol::future::poll_once(f).await.is_none(),
+                "answered before commit"
+            );
         }
         store.shutdown().await;
+        for f in queued {
+            f.await?;
+        }
         Ok::<_, StoreError>(c)
     })?;
     let late = smol::block_on(other.append_message(msg(&c.id, "p1", "late", "x")));
     assert_eq!(late, Err(StoreError::Stopped));
     drop(other);
     let store = Store::open(dir.path())?;
-    assert_eq!(store.messages_after(&c.id, 0, 100)?.len(), 20);
+    assert_eq!(store.messages_after(&c.id, 0, 100)?.len(), QUEUED);
+    Ok(())
+}
+
+#[test]
+fn drop_last_handle_commits_queued_writes() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path())?;
+    let c = smol::block_on(store.create_consultation("p1", "d1", T0))?;
+    {
+        let clone = store.clone();
+        let mut queued = Box::pin(clone.append_message(msg(&c.id, "p1", "c0", "x")));
+        assert!(smol::block_on(smol::future::poll_once(&mut queued)).is_none());
+        // The caller stops waiting: its op is already queued and still commits.
+        drop(queued);
+    }
+    drop(store);
+    let store = Store::open(dir.path())?;
+    assert_eq!(store.messages_after(&c.id, 0, 100)?.len(), 1);
     Ok(())
 }
 
