@@ -376,6 +376,12 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The writer is a real other thread: handles must cross threads (and `smol::unblock`).
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+};
+
 /// Open errors: anything about the file's contents is `Corrupt`; a second open is `Io`.
 fn open_error(e: redb::DatabaseError) -> StoreError {
     match e {

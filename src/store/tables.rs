@@ -151,6 +151,12 @@ pub(crate) fn append_message(
         traceparent: m.traceparent.clone(),
     };
     let encoded = encode(&value)?;
+    debug_assert!(
+        messages.get((m.consultation.as_str(), seq))?.is_none(),
+        "seq already taken: consultation={} seq={seq} last_seq={}",
+        c.id,
+        c.last_seq
+    );
     // Invariant 1: every check above is done; from here on only Io can fail.
     messages.insert((m.consultation.as_str(), seq), encoded.as_slice())?;
     idempotency.insert(key, seq)?;

@@ -187,6 +187,11 @@ pub(crate) fn run(db: Arc<Database>, ops: async_channel::Receiver<Op>, shared: A
                 Err(_) => break,
             }
         }
+        debug_assert!(
+            (1..=MAX_BATCH).contains(&batch.len()),
+            "batch size out of bounds: len={} max={MAX_BATCH}",
+            batch.len()
+        );
         commit_batch(&db, &mut batch, &shared);
     }
     log::debug!(
@@ -255,6 +260,7 @@ fn commit_batch(db: &Database, batch: &mut Vec<Op>, shared: &WriterShared) {
         shared.failed_batches.fetch_add(1, Ordering::Relaxed);
         log::warn!("event=store_batch_failed ops={size} error={e}");
     }
+    debug_assert_eq!(staged.len(), size, "every op of the batch must be answered");
     for s in staged {
         s.deliver(&outcome);
     }
