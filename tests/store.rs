@@ -694,3 +694,83 @@ fn crash_child_appends_until_killed() -> TestResult {
     }))?;
     Ok(())
 }
+
+// ----- model ------------------------------------------------------------------------------------
+
+/// One step of the model test: an append by sender `from` (0 patient, 1 doctor) with a client id
+/// from a small pool (so retries happen), or a close.
+#[derive(Clone, Debug)]
+enum Step {
+    Append { from: usize, client: u8 },
+    Close,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        12 => (0usize..2, 0u8..6).prop_map(|(from, client)| Step::Append { from, client }),
+        1 => Just(Step::Close),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..Default::default() })]
+
+    /// Against a plain model: seqs are dense from 1, a repeated (from, client_id) returns the
+    /// original seq and body, a closed consultation refuses new keys, and the stored history
+    /// after reopen is exactly the model's.
+    #[test]
+    fn append_random_steps_match_model(steps in proptest::collection::vec(step(), 1..40)) {
+        let dir = tempfile::tempdir()?;
+        let senders = ["p1", "d1"];
+        let mut model: Vec<(String, String, String)> = Vec::new(); // (from, client_id, body)
+        let mut closed = false;
+        let id = {
+            let store = Store::open(dir.path())?;
+            let c = smol::block_on(store.create_consultation("p1", "d1", T0))?;
+            for (n, s) in steps.iter().enumerate() {
+                match *s {
+                    Step::Close => {
+                        smol::block_on(store.close_consultation(&c.id, "idle", T0))?;
+                        closed = true;
+                    }
+                    Step::Append { from, client } => {
+                        let from = senders.get(from).copied().unwrap_or("p1");
+                        let client_id = format!("c{client}");
+                        let body = format!("body{n}");
+                        let got = smol::block_on(
+                            store.append_message(msg(&c.id, from, &client_id, &body)),
+                        );
+                        let original = model
+                            .iter()
+                            .position(|(f, k, _)| f == from && *k == client_id);
+                        match (original, closed) {
+                            (Some(i), _) => {
+                                let a = got?;
+                                proptest::prop_assert!(a.duplicate);
+                                proptest::prop_assert_eq!(a.message.seq, i as u64 + 1);
+                                let want = model.get(i).map(|(_, _, b)| b.as_str());
+                                proptest::prop_assert_eq!(Some(a.message.body.as_str()), want);
+                            }
+                            (None, true) => proptest::prop_assert_eq!(got, Err(StoreError::Closed)),
+                            (None, false) => {
+                                let a = got?;
+                                model.push((from.to_owned(), client_id, body));
+                                proptest::prop_assert!(!a.duplicate);
+                                proptest::prop_assert_eq!(a.message.seq, model.len() as u64);
+                            }
+                        }
+                    }
+                }
+            }
+            c.id
+        };
+        let store = Store::open(dir.path())?;
+        let stored: Vec<(String, String, String)> = store
+            .messages_after(&id, 0, 1000)?
+            .into_iter()
+            .map(|m| (m.from, m.client_id, m.body))
+            .collect();
+        proptest::prop_assert_eq!(stored, model);
+    }
+}
