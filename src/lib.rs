@@ -5,14 +5,14 @@
 //! the map of this crate, lowest layer first:
 #![forbid(unsafe_code)]
 
-pub mod wheel; // hierarchical deadline wheel (core + alloc only) and its async-io driver
-pub mod scope; // scope tree: owned tasks and timers, cancellation with reasons, the executor loop
-pub mod config; // command line, environment and config-file settings with their defaults
-pub mod observe; // logs, W3C trace context, metrics, the scope dump
-pub mod store; // the embedded crash-safe store: consultations, messages, refresh state, revocations
 pub mod auth; // JWT keys, verification, minting, refresh rotation, revocation
+pub mod config; // command line, environment and config-file settings with their defaults
 pub mod consult; // consultations: membership, sequencing, fan-out (no transport)
 pub mod http; // HTTP/1.1: heads, bodies, limits, routing, responses, the server
-pub mod ws; // WebSocket: upgrade, session loop, frames, deadlines, close codes
 pub mod kiosk; // the embedded kiosk web client
-pub mod loadgen; // the load generator (a client: speaks the protocol only)
+pub mod loadgen;
+pub mod observe; // logs, W3C trace context, metrics, the scope dump
+pub mod scope; // scope tree: owned tasks and timers, cancellation with reasons, the executor loop
+pub mod store; // the embedded crash-safe store: consultations, messages, refresh state, revocations
+pub mod wheel; // hierarchical deadline wheel (core + alloc only) and its async-io driver
+pub mod ws; // WebSocket: upgrade, session loop, frames, deadlines, close codes // the load generator (a client: speaks the protocol only)
