@@ -422,6 +422,14 @@ fn read_ed_private(path: &Path) -> Result<Ed25519KeyPair, KeyError> {
 
 fn read_ed_public(path: &Path) -> Result<Ed25519PublicKey, KeyError> {
     let pem = read_pem(path, false, ED_PUBLIC_PEM)?;
+    // ed25519-compact would derive a public key from a private PEM too; refuse it: a private key
+    // configured as "public" would escape the mode check and the operator's intent is unclear.
+    if pem.contains("PRIVATE KEY") {
+        return Err(KeyError::Malformed {
+            path: path.to_owned(),
+            expected: ED_PUBLIC_PEM,
+        });
+    }
     Ed25519PublicKey::from_pem(&pem).map_err(|_| KeyError::Malformed {
         path: path.to_owned(),
         expected: ED_PUBLIC_PEM,
