@@ -767,3 +767,40 @@ fn eddsa_extra_key_that_is_a_secret_file_is_malformed() {
     let err = Keys::load(&mixed, dir.path()).unwrap_err();
     assert!(matches!(err, KeyError::Malformed { .. }), "{err}");
 }
+
+// ---------------------------------------------------------------- arbitrary input
+
+mod arbitrary {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any string is refused with a reason, never a panic.
+        #[test]
+        fn verify_arbitrary_string_is_refused_without_panic(token in ".{0,600}") {
+            let dir = TempDir::new().unwrap();
+            let (keys, _) = hs_keys(&dir);
+            prop_assert!(verify(&keys, &token).is_err());
+        }
+
+        /// Any single-byte change to a valid token either is refused or (a non-canonical but
+        /// equal base64 spelling) yields exactly the original claims.
+        #[test]
+        fn verify_mutated_token_is_refused_or_identical(pos in 0usize..400, byte in 0x20u8..0x7f) {
+            let dir = TempDir::new().unwrap();
+            let (keys, _) = hs_keys(&dir);
+            let token = access(&keys);
+            let original = verify(&keys, &token).unwrap();
+            let mut bytes = token.into_bytes();
+            let pos = pos % bytes.len();
+            prop_assume!(bytes[pos] != byte);
+            bytes[pos] = byte;
+            let mutated = String::from_utf8(bytes).unwrap();
+            if let Ok(claims) = verify(&keys, &mutated) {
+                prop_assert_eq!(claims, original);
+            }
+        }
+    }
+}
