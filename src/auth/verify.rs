@@ -3,11 +3,12 @@
 //!
 //! # Invariants
 //!
-//! - A token is accepted only if every check below passes, in this order (the first failure is
-//!   the reported reason): size, structure, `alg` (not `none`, exactly the configured one),
-//!   `kid`, signature, `iss`/`aud` (only when configured), presence and types of all claims,
-//!   `exp` (hard: `exp <= now` is expired, no leeway), `nbf`/`iat` (at most
-//!   [`MAX_CLOCK_SKEW_S`] ahead), `typ`, and finally the sid's revocation.
+//! - A token is accepted only if every check passes. The first failure is the reported reason,
+//!   in this order: size; structure and header (`malformed`); `alg` (`none`, then anything but
+//!   the configured one); `kid`; signature; then, on the signed payload, `exp < now`, `iss`,
+//!   `aud` (in jwt-simple), presence and types of all claims, `exp <= now` (hard: no leeway),
+//!   `nbf`/`iat` (at most [`MAX_CLOCK_SKEW_S`] ahead), `typ`, and last the sid's revocation.
+//!   Nothing of the payload is parsed before the signature is checked.
 //! - Time is `now_unix` from the caller; jwt-simple never reads the clock for a decision here.
 //! - An [`AuthError`] never holds the token or any part of it.
 //!
