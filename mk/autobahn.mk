@@ -25,7 +25,7 @@ AUTOBAHN_STAMP := $(AUTOBAHN_SITE)/.installed
 
 ## make autobahn: WebSocket conformance run (AUTOBAHN_URL=ws://... or GATEWAY_BIN=... to retarget).
 autobahn: autobahn-deps autobahn-selftest $(if $(AUTOBAHN_URL),,$(if $(filter $(BIN),$(GATEWAY_BIN)),build))
-	python3 scripts/autobahn/run.py --python2 $(AUTOBAHN_PYTHON2) --site $(AUTOBAHN_SITE) \
+	PYTHONDONTWRITEBYTECODE=1 python3 scripts/autobahn/run.py --python2 $(AUTOBAHN_PYTHON2) --site $(AUTOBAHN_SITE) \
 	  --out $(AUTOBAHN_DIR) --timeout $(AUTOBAHN_TIMEOUT) \
 	  $(if $(AUTOBAHN_URL),--url $(AUTOBAHN_URL),--gateway $(GATEWAY_BIN))
 
@@ -38,9 +38,9 @@ $(AUTOBAHN_STAMP): $(AUTOBAHN_REQS)
 	rm -rf $(AUTOBAHN_SITE)
 	$(AUTOBAHN_PYTHON2) -m pip install --disable-pip-version-check --no-warn-script-location \
 	  --no-input --target $(AUTOBAHN_SITE) -r $(AUTOBAHN_REQS)
-	$(AUTOBAHN_PYTHON2) -E -s scripts/autobahn/wstest_py27.py $(AUTOBAHN_SITE) --autobahnversion
+	$(AUTOBAHN_PYTHON2) -E -s -B scripts/autobahn/wstest_py27.py $(AUTOBAHN_SITE) --autobahnversion
 	touch $@
 
 ## make autobahn-selftest: the summary checker's own tests (fabricated reports in a temp dir).
 autobahn-selftest:
-	python3 -m unittest discover -s scripts/autobahn -p 'test_*.py'
+	PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s scripts/autobahn -p 'test_*.py'

@@ -29,6 +29,7 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # keep the repo free of __pycache__
 sys.path.insert(0, HERE)
 import check  # noqa: E402  (beside this file)
 
@@ -57,9 +58,10 @@ def log(msg):
 def tail(path, lines=20):
     try:
         with open(path, "rb") as f:
-            return b"".join(f.readlines()[-lines:]).decode("utf-8", "replace")
-    except OSError:
-        return ""
+            text = b"".join(f.readlines()[-lines:]).decode("utf-8", "replace")
+    except OSError as e:
+        return "(unreadable: %s)" % e
+    return text if text.strip() else "(empty)"
 
 
 class Gateway:
@@ -156,7 +158,7 @@ def write_spec(out_dir, url, reports_dir):
 
 def run_wstest(args, spec_path, log_path):
     """Run wstest; returns an error string or None."""
-    argv = [args.python2, "-E", "-s", os.path.join(HERE, "wstest_py27.py"), args.site,
+    argv = [args.python2, "-E", "-s", "-B", os.path.join(HERE, "wstest_py27.py"), args.site,
             "-m", "fuzzingclient", "-s", spec_path]
     started = time.monotonic()
     with open(log_path, "wb") as log_file:
@@ -168,6 +170,11 @@ def run_wstest(args, spec_path, log_path):
     log("wstest finished in %.1f s (log: %s)" % (time.monotonic() - started, log_path))
     if code != 0:
         return "wstest exited with %s; last lines of %s:\n%s" % (code, log_path, tail(log_path))
+    # wstest exits 0 and writes an empty index when it cannot connect at all: say why.
+    refused = [line for line in tail(log_path).splitlines()
+               if line.startswith("Connection to ") and " failed " in line]
+    if refused:
+        return "wstest could not reach the server: %s" % refused[-1]
     return None
 
 
