@@ -75,6 +75,20 @@ fn pipelined_requests_answered_in_order() {
 }
 
 #[test]
+fn keepalive_request_after_an_awaiting_handler_parses_cleanly() {
+    // Regression: the peer watch that runs beside a handler used to leave a half-done read's
+    // zero bytes in the buffer when the handler finished first: the next request got a 400.
+    let gw = Gateway::start(&["--dev"]);
+    let mut s = gw.connect();
+    for _ in 0..3 {
+        write_request(&mut s, "GET", "/debug/sleep?ms=20", &[], b"");
+        assert_eq!(read_response(&mut s).unwrap().status, 200);
+        write_request(&mut s, "POST", "/healthz", &[], b"{}");
+        assert_eq!(read_response(&mut s).unwrap().status, 405);
+    }
+}
+
+#[test]
 fn connection_close_is_honoured() {
     let gw = Gateway::start(&[]);
     let mut s = gw.connect();

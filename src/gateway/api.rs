@@ -57,11 +57,9 @@ pub fn authenticate(app: &App, call: &Call<'_>) -> Result<Claims, Reply> {
 /// Parses a JSON body (415 for another declared type, 400 for bad JSON).
 fn json_body<T: for<'de> Deserialize<'de>>(call: &Call<'_>) -> Result<T, Reply> {
     if let Some(kind) = call.request.head.headers.get("content-type") {
-        if !kind
-            .trim()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-        {
+        // The media type before any parameter (`; charset=utf-8`), compared exactly.
+        let media = kind.split(';').next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("application/json") {
             return Err(error_reply(ApiError::unsupported_media_type(
                 "send application/json",
             )));

@@ -152,13 +152,15 @@ impl Conn {
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` is end of stream.
+    ///
+    /// Cancel-safe: the read lands in a chunk that is appended only once it completed, so a
+    /// read dropped half-way (a handler finishing while we watch the peer) leaves the buffer
+    /// exactly as it was.
     async fn fill(&mut self) -> std::io::Result<usize> {
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let read = self.stream.read(&mut self.buf[len..]).await;
-        let n = *read.as_ref().unwrap_or(&0);
-        self.buf.truncate(len + n);
-        read
+        let mut chunk = [0u8; READ_CHUNK];
+        let n = self.stream.read(&mut chunk).await?;
+        self.buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+        Ok(n)
     }
 
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {

@@ -210,12 +210,20 @@ impl<T> Wheel<T> {
         true
     }
 
-    /// Disarms `key` without removing it. Returns true if it was armed.
+    /// Disarms `key` without removing it: an armed entry is unlinked, a fired one goes back to
+    /// idle (so whoever awaits it waits again). Returns true if it was armed.
     pub fn cancel(&mut self, key: Key) -> bool {
-        match self.entry(key) {
-            Some(entry) if entry.state == TimerState::Armed => {
+        let state = self.entry(key).map(|e| e.state);
+        match state {
+            Some(TimerState::Armed) => {
                 self.disarm(key.index);
                 true
+            }
+            Some(TimerState::Fired) => {
+                if let Some(entry) = self.entry_mut(key) {
+                    entry.state = TimerState::Idle;
+                }
+                false
             }
             _ => false,
         }

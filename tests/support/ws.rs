@@ -144,6 +144,20 @@ impl Client {
         }
     }
 
+    /// The kind of the next raw frame: "ping", "pong", "text", "binary", "close", or `None` at
+    /// the end of the stream. Reading is what answers pings.
+    pub async fn next_kind(&mut self) -> Option<&'static str> {
+        match self.ws.next().await {
+            Some(Ok(Message::Ping(_))) => Some("ping"),
+            Some(Ok(Message::Pong(_))) => Some("pong"),
+            Some(Ok(Message::Text(_))) => Some("text"),
+            Some(Ok(Message::Binary(_))) => Some("binary"),
+            Some(Ok(Message::Close(_))) => Some("close"),
+            Some(Ok(Message::Frame(_))) => Some("frame"),
+            Some(Err(_)) | None => None,
+        }
+    }
+
     /// Reads until the server closes; returns the close code (skipping frames before it).
     pub async fn expect_close(&mut self) -> Option<u16> {
         loop {

@@ -89,6 +89,20 @@ fn cancel_by_key_prevents_fire_and_is_idempotent() {
 }
 
 #[test]
+fn cancel_after_fire_returns_the_entry_to_idle() {
+    let mut w = Wheel::new(0);
+    let k = w.insert(5, "t", 1);
+    assert_eq!(drain(&mut w, 5), vec![1]);
+    assert_eq!(w.state(k), Some(TimerState::Fired));
+    assert!(!w.cancel(k), "it was not armed");
+    assert_eq!(
+        w.state(k),
+        Some(TimerState::Idle),
+        "a cancelled fired timer no longer reads fired"
+    );
+}
+
+#[test]
 fn remove_after_fire_is_harmless_and_key_is_not_reused() {
     let mut w = Wheel::new(0);
     let k = w.insert(5, "t", 1);
