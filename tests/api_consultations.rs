@@ -228,6 +228,65 @@ fn create_wrong_content_type_is_415() {
     }
 }
 
+#[test]
+fn create_json_content_type_with_parameters_is_accepted() {
+    let gw = Gateway::start(&[]);
+    let p = people(&gw);
+    let auth = format!("Bearer {}", p.p1);
+    for kind in ["application/json; charset=utf-8", "Application/JSON"] {
+        let r = gw.request(
+            "POST",
+            "/v1/consultations",
+            &[("Authorization", &auth), ("Content-Type", kind)],
+            br#"{"doctor":"d1"}"#,
+        );
+        assert_eq!(r.status, 201, "{kind}: {}", r.text());
+    }
+}
+
+#[test]
+#[ignore = "server bug: api.rs json_body accepts any Content-Type that merely starts with application/json"]
+fn create_lookalike_content_type_is_415() {
+    let gw = Gateway::start(&[]);
+    let p = people(&gw);
+    let auth = format!("Bearer {}", p.p1);
+    for kind in ["application/json-seq", "application/jsonfoo"] {
+        let r = gw.request(
+            "POST",
+            "/v1/consultations",
+            &[("Authorization", &auth), ("Content-Type", kind)],
+            br#"{"doctor":"d1"}"#,
+        );
+        assert_error(&r, 415, "unsupported_media_type");
+    }
+    let list = get(&gw, "/v1/consultations", &p.p1).json();
+    assert_eq!(ids(&list), Vec::<String>::new(), "{list}");
+}
+
+#[test]
+fn consultation_route_with_other_method_is_405_with_allow() {
+    let gw = Gateway::start(&[]);
+    let p = people(&gw);
+    let id = create(&gw, &p.p1, "d1");
+    let r = call(
+        &gw,
+        "DELETE",
+        &format!("/v1/consultations/{id}"),
+        &p.p1,
+        b"",
+    );
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert!(
+        r.header("allow").is_some_and(|a| a.contains("GET")),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(
+        get(&gw, &format!("/v1/consultations/{id}"), &p.p1).json()["state"],
+        "open"
+    );
+}
+
 // ------------------------------------------------------------------ authentication
 
 #[test]

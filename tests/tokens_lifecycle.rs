@@ -250,6 +250,33 @@ fn refresh_reused_token_is_401_and_revokes_the_whole_sid() {
     });
 }
 
+#[test]
+fn refresh_same_token_concurrently_only_one_wins() {
+    let gw = Gateway::start(&[]);
+    let token = refresh_token(&gw, "p1", "patient", "s1");
+    let body = json!({ "refresh_token": token }).to_string();
+    // All requests are written before any response is read: they race inside the gateway.
+    let mut conns: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = gw.connect();
+            support::write_request(
+                &mut s,
+                "POST",
+                "/v1/auth/refresh",
+                &[("Content-Type", "application/json")],
+                body.as_bytes(),
+            );
+            s
+        })
+        .collect();
+    let mut statuses: Vec<u16> = conns
+        .iter_mut()
+        .map(|s| support::read_response(s).expect("a response").status)
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 401, 401, 401]);
+}
+
 // ------------------------------------------------------------------ logout
 
 #[test]
