@@ -29,9 +29,6 @@ fn main() -> ExitCode {
             eprintln!("consult-edge: token minting arrives with the auth module");
             ExitCode::FAILURE
         }
-        Command::Loadgen(_args) => {
-            eprintln!("consult-edge: loadgen is not built yet");
-            ExitCode::FAILURE
-        }
+        Command::Loadgen(args) => std::process::exit(consult_edge::loadgen::run_cli(&args)),
     }
 }
