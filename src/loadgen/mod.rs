@@ -82,6 +82,10 @@ pub fn run_cli(raw: &[String]) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if args.json_only {
+        // Only the JSON line: the gateway's key loader and our own progress logs stay quiet.
+        log::set_max_level(log::LevelFilter::Error);
+    }
     match prepare(&args) {
         Ok(users) => {
             let report = run(&args, users);
