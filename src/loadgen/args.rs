@@ -154,7 +154,7 @@ pub fn parse(raw: &[String]) -> Result<Args, UsageError> {
     let url = url.ok_or_else(|| usage("--url is required"))?;
     let (addr, host, ws_path) = parse_url(&url)?;
     let connections = connections.ok_or_else(|| usage("--connections is required"))?;
-    if connections % 2 != 0 {
+    if !connections.is_multiple_of(2) {
         return Err(usage(format!(
             "--connections {connections} must be even: sockets are paired patient/doctor"
         )));

@@ -228,6 +228,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, usize, usize)>, HttpError> {
     Ok(Some((status, head_len, length)))
 }
 
+/// One pair's outcome: the consultation id, or why it could not be created.
+pub type Created = Result<String, HttpError>;
+
 /// Creates one consultation per pair (`POST /v1/consultations {"doctor":"d<k>"}` with patient
 /// `p<k>`'s token) over [`HTTP_CONCURRENCY`] keep-alive connections. Entry `k` is pair `k`'s
 /// consultation id, or the error that kept it from being created.
@@ -236,10 +239,10 @@ pub async fn create_consultations(
     addr: SocketAddr,
     host: &str,
     users: Rc<Vec<User>>,
-) -> Vec<Result<String, HttpError>> {
+) -> Vec<Created> {
     let pairs = users.len() / 2;
     let next = Rc::new(Cell::new(0usize));
-    let results: Rc<RefCell<Vec<Option<Result<String, HttpError>>>>> =
+    let results: Rc<RefCell<Vec<Option<Created>>>> =
         Rc::new(RefCell::new((0..pairs).map(|_| None).collect()));
     let workers: Vec<_> = (0..HTTP_CONCURRENCY.min(pairs))
         .map(|_| {

@@ -47,7 +47,7 @@ impl std::fmt::Display for MintFailure {
 /// The `sub` of socket `index`: even sockets are patients, odd sockets doctors of pair `index/2`.
 pub fn sub_of(index: usize) -> String {
     let pair = index / 2;
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         format!("p{pair}")
     } else {
         format!("d{pair}")
@@ -78,7 +78,7 @@ pub fn mint_users(
     (0..count)
         .map(|index| {
             let sub = sub_of(index);
-            let role = if index % 2 == 0 {
+            let role = if index.is_multiple_of(2) {
                 Role::Patient
             } else {
                 Role::Doctor
