@@ -5,8 +5,8 @@
 #
 # Usage:
 #   scripts/peers.sh build               # axum-peer with cargo, gin-peer with Go (apt packages)
-#   scripts/peers.sh start-axum PORT     # background, raised fd limit; pid in target/peers/axum.pid
-#   scripts/peers.sh start-gin PORT      # same for gin; pid in target/peers/gin.pid
+#   scripts/peers.sh start-axum PORT     # background, raised fd limit; pid in target/peers/axum-PORT.pid
+#   scripts/peers.sh start-gin PORT      # same for gin; pid in target/peers/gin-PORT.pid
 #   scripts/peers.sh stop                # stops the peers this script started (by their pid files)
 #
 # Environment: PEERS_SRC (default /work/shared/peers), PEER_SECRET (the HS256 secret, passed
@@ -35,10 +35,11 @@ start() { # name binary port
   local name=$1 bin=$2 port=${3:?usage: $0 start-$1 PORT}
   [[ -x $bin ]] || { echo "$bin is missing: run '$0 build' first" >&2; exit 1; }
   [[ -n ${PEER_SECRET:-} ]] || echo "$name: PEER_SECRET unset, the peer uses its default secret" >&2
-  local log=$dir/$name.log
+  # One pid and log file per name and port, so several instances (default and tuned) coexist.
+  local log=$dir/$name-$port.log
   # The hard fd limit on these machines is 20,000: raise the soft limit to it for the peer only.
   bash -c 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$1"' "$bin" "127.0.0.1:$port" >"$log" 2>&1 &
-  echo $! >"$dir/$name.pid"
+  echo $! >"$dir/$name-$port.pid"
   wait_listening "$name" "$log" $!
 }
 
@@ -62,11 +63,15 @@ build)
 start-axum) start axum "$dir/axum-peer/target/release/axum-peer" "${2:-}" ;;
 start-gin) start gin "$dir/gin-peer/bin/gin-peer" "${2:-}" ;;
 stop)
-  for name in axum gin; do
-    pidfile=$dir/$name.pid
+  for pidfile in "$dir"/*.pid; do
     [[ -f $pidfile ]] || continue
+    name=$(basename "$pidfile" .pid)
     pid=$(cat "$pidfile")
-    kill "$pid" 2>/dev/null && echo "stopped $name (pid $pid)" || true
+    if kill "$pid" 2>/dev/null; then
+      # Wait (bounded) until it is gone, so its port is free for the next start.
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      echo "stopped $name (pid $pid)"
+    fi
     rm -f "$pidfile"
   done
   ;;
