@@ -226,7 +226,7 @@ async fn relay_conn(
                     }
                     Some("send") => {
                         sends.set(sends.get() + 1);
-                        let dropped = drop_every.is_some_and(|k| sends.get() % k == 0);
+                        let dropped = drop_every.is_some_and(|k| sends.get().is_multiple_of(k));
                         let message = serde_json::json!({"type": "message", "consultation": room,
                             "body": v["body"], "client_id": v["client_id"]});
                         for other in rooms.borrow().get(&room).into_iter().flatten() {
