@@ -137,7 +137,6 @@ fn failure_nothing_listening_reports_connect_refused_exit_1() {
 }
 
 #[test]
-#[ignore = "needs the gateway's WebSocket server (lead's ws branch); today /v1/ws is a 404"]
 fn failure_wrong_key_reports_upgrade_401_exit_1() {
     let gw = Gateway::start(&[]);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -311,7 +310,7 @@ fn relay_dropping_every_tenth_reports_lost_exit_1() {
 // ---- a full run against the real gateway ----
 
 #[test]
-#[ignore = "needs the gateway's WebSocket server and POST /v1/consultations (lead's ws branch)"]
+#[ignore = "gateway bug: a second POST on a keep-alive connection gets 400 (lead's http/conn)"]
 fn gateway_twenty_sockets_all_held_nothing_lost_exit_0() {
     let gw = Gateway::start(&[]);
     let url = format!("ws://{}", gw.addr);
