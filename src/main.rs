@@ -35,9 +35,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Loadgen(_args) => {
-            eprintln!("consult-edge: loadgen is not built yet");
-            ExitCode::FAILURE
-        }
+        Command::Loadgen(args) => std::process::exit(consult_edge::loadgen::run_cli(&args)),
     }
 }
