@@ -515,18 +515,22 @@ impl Drop for Gateway {
 }
 
 const BIN: &str = env!("CARGO_BIN_EXE_consult-edge");
+/// The kiosk screen the e2e pages are shown at (portrait, as on the ward kiosks).
+const KIOSK_W: u32 = 1080;
+const KIOSK_H: u32 = 1920;
 /// The access token of the renewal check lives this long ...
 const SHORT_TTL_S: u64 = 6;
 /// ... and the server warns this long before it expires: about 1 s after minting, by which
 /// time the page has authenticated (a server that is late by then warns at once).
 const RENEW_WINDOW_MS: u64 = 5_000;
 
-fn start_gateway() -> Gateway {
+/// Start `consult-edge serve` on a free port with a fresh data dir and `extra` options.
+fn start_gateway(extra: &[&str]) -> Gateway {
     let data = tempfile::tempdir().expect("data dir");
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
-        .args(["--renew-window-ms", &RENEW_WINDOW_MS.to_string()])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -622,89 +626,104 @@ async fn wait_shows(b: &mut Browser, p: &Page, body: &str) {
         .unwrap_or_else(|e| panic!("message {body:?} not shown: {e}"));
 }
 
+/// JavaScript: the element with this `data-testid`.
+fn q(testid: &str) -> String {
+    format!("document.querySelector('[data-testid=\"{testid}\"]')")
+}
+
+/// Open the patient's page from a launcher link at kiosk size, wait until it is connected and
+/// has loaded its list, then start a consultation with doctor `d1` from the page. Returns the
+/// page and the new consultation's id.
+async fn patient_starts_consultation(
+    b: &mut Browser,
+    g: &Gateway,
+    access: &str,
+    refresh: &str,
+) -> (Page, String) {
+    let patient = b.open("about:blank").await.expect("patient tab");
+    b.set_language(&patient, "en-US").await.expect("language");
+    b.set_viewport(&patient, KIOSK_W, KIOSK_H)
+        .await
+        .expect("viewport");
+    b.navigate(&patient, &launcher_url(g, access, refresh, None))
+        .await
+        .expect("patient page");
+    // The form is shown once `ready` arrived and the list was fetched for the patient's role.
+    b.wait_for(
+        &patient,
+        &format!(
+            "window.consultKiosk.ui.client.state === 'ready' && !{}.hidden",
+            q("new-form")
+        ),
+        UI_TIMEOUT,
+    )
+    .await
+    .expect("patient connected and list loaded");
+    b.eval(&patient, &format!("{}.value = 'd1'; true", q("new-doctor")))
+        .await
+        .expect("doctor id");
+    click(b, &patient, "new-consultation").await;
+    b.wait_for(&patient, &format!("!{}.hidden", q("chat")), UI_TIMEOUT)
+        .await
+        .expect("chat opened");
+    let id = b
+        .eval(&patient, "window.consultKiosk.ui.open.id")
+        .await
+        .expect("consultation id");
+    let id = id.as_str().expect("id is a string").to_string();
+    (patient, id)
+}
+
+/// No CSP violation and no console error or exception on any of `pages`.
+async fn assert_clean(b: &mut Browser, pages: &[(&Page, &str)]) {
+    for (page, who) in pages {
+        assert_eq!(
+            b.eval(page, "window.__cspViolations").await,
+            Ok(serde_json::json!([])),
+            "{who}"
+        );
+        assert_eq!(b.problems(page, &[]), Vec::<String>::new(), "{who}");
+    }
+}
+
 #[test]
-#[ignore = "needs server"]
-fn kiosk_e2e_chat_reload_renew_logout_behave_as_specified() {
-    if skip_without_chromium("kiosk_e2e_chat_reload_renew_logout_behave_as_specified") {
+fn kiosk_e2e_chat_reload_logout_behave_as_specified() {
+    if skip_without_chromium("kiosk_e2e_chat_reload_logout_behave_as_specified") {
         return;
     }
-    let g = start_gateway();
+    // Default lifetimes (900 s tokens, warning 60 s before exp): no renewal is due during this
+    // test; `kiosk_e2e_short_token_renews_without_socket_close` covers renewal.
+    let g = start_gateway(&[]);
+    let p_access = mint(g.data.path(), "p1", "patient", "sid-p1", &[]);
     let p_refresh = mint(g.data.path(), "p1", "patient", "sid-p1", &["--refresh"]);
     let d_access = mint(g.data.path(), "d1", "doctor", "sid-d1", &[]);
     let d_refresh = mint(g.data.path(), "d1", "doctor", "sid-d1", &["--refresh"]);
 
     smol::block_on(async {
         let mut b = Browser::launch().await.expect("launch chromium");
-        // Minted just before use: it must still be valid when the page authenticates.
-        let p_access = mint(
-            g.data.path(),
-            "p1",
-            "patient",
-            "sid-p1",
-            &["--ttl", &SHORT_TTL_S.to_string()],
-        );
-        let first_exp = unix_now() + SHORT_TTL_S;
+        let (patient, id) = patient_starts_consultation(&mut b, &g, &p_access, &p_refresh).await;
 
-        // The patient starts a consultation with doctor d1 from the page.
-        let patient = b.open("about:blank").await.expect("patient tab");
-        b.set_language(&patient, "en-US").await.expect("language");
-        b.navigate(&patient, &launcher_url(&g, &p_access, &p_refresh, None))
-            .await
-            .expect("patient page");
-        b.wait_for(
-            &patient,
-            "window.consultKiosk.ui.client.state === 'ready'",
-            UI_TIMEOUT,
-        )
-        .await
-        .expect("patient connected");
-        b.eval(
-            &patient,
-            "document.querySelector('[data-testid=\"new-doctor\"]').value = 'd1'; true",
-        )
-        .await
-        .expect("doctor id");
-        click(&mut b, &patient, "new-consultation").await;
-        b.wait_for(
-            &patient,
-            "!document.querySelector('[data-testid=\"chat\"]').hidden",
-            UI_TIMEOUT,
-        )
-        .await
-        .expect("chat opened");
-        let id = b
-            .eval(&patient, "window.consultKiosk.ui.open.id")
-            .await
-            .expect("consultation id");
-        let id = id.as_str().expect("id is a string").to_string();
-
-        // The short-lived patient token is renewed on the open socket, which never closes.
-        b.wait_for(&patient, "window.consultKiosk.ui.renewals >= 1", UI_TIMEOUT)
-            .await
-            .expect("token renewed");
-
-        // The doctor opens the same consultation from a launcher link.
+        // The doctor opens the same consultation from a launcher link, in Chinese.
         let doctor = b.open("about:blank").await.expect("doctor tab");
         b.set_language(&doctor, "zh-CN").await.expect("language");
+        b.set_viewport(&doctor, KIOSK_W, KIOSK_H)
+            .await
+            .expect("viewport");
         b.navigate(&doctor, &launcher_url(&g, &d_access, &d_refresh, Some(&id)))
             .await
             .expect("doctor page");
-        b.wait_for(
-            &doctor,
-            "!document.querySelector('[data-testid=\"chat\"]').hidden",
-            UI_TIMEOUT,
-        )
-        .await
-        .expect("doctor opened the consultation from the launcher");
+        b.wait_for(&doctor, &format!("!{}.hidden", q("chat")), UI_TIMEOUT)
+            .await
+            .expect("doctor opened the consultation from the launcher");
         b.wait_for(
             &patient,
-            "document.querySelector('[data-testid=\"presence\"]').dataset.online === 'true'",
+            &format!("{}.dataset.online === 'true'", q("presence")),
             UI_TIMEOUT,
         )
         .await
         .expect("patient sees the doctor online");
 
-        // Messages both ways, each acked for its sender.
+        // Messages both ways, each shown to the other side.
         let script = [
             (&patient, "Hello doctor, I have a headache."),
             (&doctor, "您好，头痛多久了？"),
@@ -720,14 +739,20 @@ fn kiosk_e2e_chat_reload_renew_logout_behave_as_specified() {
             };
             wait_shows(&mut b, to, body).await;
         }
-        b.wait_for(&patient, "Array.from(document.querySelectorAll('[data-testid=\"message\"][data-mine=\"true\"]')).every((li) => li.dataset.state === 'acked')", UI_TIMEOUT)
-            .await
-            .expect("patient's messages acked");
+        // Each sender sees its own two messages delivered (acked with a seq).
+        let mine_acked = "(() => { const mine = Array.from(document.querySelectorAll(\
+             '[data-testid=\"message\"][data-mine=\"true\"]')); \
+             return mine.length === 2 && mine.every((li) => li.dataset.state === 'acked'); })()";
+        for (page, who) in [(&patient, "patient"), (&doctor, "doctor")] {
+            b.wait_for(page, mine_acked, UI_TIMEOUT)
+                .await
+                .unwrap_or_else(|e| panic!("{who}'s messages acked: {e}"));
+        }
         // Markup in a body is shown as text, never parsed.
         assert_eq!(
             b.eval(
                 &doctor,
-                "document.querySelector('[data-testid=\"messages\"] b') === null"
+                &format!("{}.querySelector('b') === null", q("messages"))
             )
             .await,
             Ok(Value::Bool(true))
@@ -756,38 +781,33 @@ fn kiosk_e2e_chat_reload_renew_logout_behave_as_specified() {
             expected,
             "doctor history after reload"
         );
-
-        // The renewed patient socket outlived the first token's exp without closing.
-        b.wait_for(
-            &patient,
-            &format!("Date.now() / 1000 > {}", first_exp + 1),
-            Duration::from_secs(SHORT_TTL_S + 10),
-        )
-        .await
-        .expect("first token expired");
         assert_eq!(
             b.eval(&patient, "window.consultKiosk.ui.closes").await,
-            Ok(serde_json::json!([]))
+            Ok(serde_json::json!([])),
+            "the patient's socket stayed up through the doctor's reload"
         );
-        send(&mut b, &patient, "Still here after the renewal.").await;
-        wait_shows(&mut b, &doctor, "Still here after the renewal.").await;
-
-        // Logout: the page shows the final signed-out message for 4503 and does not reconnect.
-        click(&mut b, &patient, "logout").await;
         b.wait_for(
             &patient,
-            "!document.querySelector('[data-testid=\"final\"]').hidden",
+            "document.querySelectorAll('[data-testid=\"message\"][data-state=\"acked\"]').length === 5",
             UI_TIMEOUT,
         )
         .await
-        .expect("final state after logout");
+        .expect("patient sees all five delivered");
+        b.screenshot(&patient, &screenshot_path("e2e-patient-1080x1920"))
+            .await
+            .expect("screenshot patient");
+        b.screenshot(&doctor, &screenshot_path("e2e-doctor-1080x1920"))
+            .await
+            .expect("screenshot doctor");
+
+        // Logout: the page shows the final signed-out message for 4503 and does not reconnect.
+        click(&mut b, &patient, "logout").await;
+        b.wait_for(&patient, &format!("!{}.hidden", q("final")), UI_TIMEOUT)
+            .await
+            .expect("final state after logout");
         assert_eq!(
             text(&mut b, &patient, "final-text").await,
             "You have been signed out. To continue, please ask staff to sign you in again."
-        );
-        assert_eq!(
-            b.eval(&patient, "window.consultKiosk.ui.closes").await,
-            Ok(serde_json::json!([4503]))
         );
         b.wait_for(
             &doctor,
@@ -796,14 +816,78 @@ fn kiosk_e2e_chat_reload_renew_logout_behave_as_specified() {
         )
         .await
         .expect("doctor sees the patient leave");
+        // Reported once, final: no reconnect is scheduled, nothing of the person is left.
+        assert_eq!(
+            b.eval(
+                &patient,
+                "[window.consultKiosk.ui.closes, window.consultKiosk.ui.client.state, \
+                 window.consultKiosk.ui.client.reconnectTimer, sessionStorage.length, \
+                 document.querySelectorAll('[data-testid=\"message\"]').length]"
+            )
+            .await,
+            Ok(serde_json::json!([[4503], "closed", null, 0, 0]))
+        );
+        b.screenshot(
+            &patient,
+            &screenshot_path("e2e-patient-signed-out-1080x1920"),
+        )
+        .await
+        .expect("screenshot signed out");
+        assert_clean(&mut b, &[(&patient, "patient"), (&doctor, "doctor")]).await;
+    });
+}
 
-        for (page, who) in [(&patient, "patient"), (&doctor, "doctor")] {
-            assert_eq!(
-                b.eval(page, "window.__cspViolations").await,
-                Ok(serde_json::json!([])),
-                "{who}"
-            );
-            assert_eq!(b.problems(page, &[]), Vec::<String>::new(), "{who}");
-        }
+#[test]
+#[ignore = "server bug: after the first token_expiring the session loop sends token_expiring \
+            forever and starves the executor (src/ws/session.rs warn_expiring: cancel() of a \
+            Fired alarm is a no-op); enable once that is fixed"]
+fn kiosk_e2e_short_token_renews_without_socket_close() {
+    if skip_without_chromium("kiosk_e2e_short_token_renews_without_socket_close") {
+        return;
+    }
+    let renew_window = RENEW_WINDOW_MS.to_string();
+    let g = start_gateway(&["--renew-window-ms", &renew_window]);
+    let p_refresh = mint(g.data.path(), "p1", "patient", "sid-p1", &["--refresh"]);
+
+    smol::block_on(async {
+        let mut b = Browser::launch().await.expect("launch chromium");
+        // Minted just before use: it must still be valid when the page authenticates.
+        let ttl = SHORT_TTL_S.to_string();
+        let p_access = mint(g.data.path(), "p1", "patient", "sid-p1", &["--ttl", &ttl]);
+        let first_exp = unix_now() + SHORT_TTL_S;
+        // The server warns about 1 s from now: the page refreshes over HTTP (which must still
+        // be served) and renews on the open socket, while the patient starts a consultation.
+        let (patient, _id) = patient_starts_consultation(&mut b, &g, &p_access, &p_refresh).await;
+        b.wait_for(&patient, "window.consultKiosk.ui.renewals >= 1", UI_TIMEOUT)
+            .await
+            .expect("token renewed");
+
+        // The renewed socket outlives the first token's exp without closing.
+        b.wait_for(
+            &patient,
+            &format!("Date.now() / 1000 > {}", first_exp + 1),
+            Duration::from_secs(SHORT_TTL_S + 10),
+        )
+        .await
+        .expect("first token expired");
+        send(&mut b, &patient, "Still here after the renewal.").await;
+        b.wait_for(
+            &patient,
+            "document.querySelector('[data-testid=\"message\"][data-mine=\"true\"]')?.dataset.state === 'acked'",
+            UI_TIMEOUT,
+        )
+        .await
+        .expect("message acked on the renewed socket");
+        // One warning, one refresh, one renewal; the socket never closed.
+        assert_eq!(
+            b.eval(
+                &patient,
+                "[window.consultKiosk.ui.closes, window.consultKiosk.ui.renewals, \
+                 window.consultKiosk.ui.client.state]"
+            )
+            .await,
+            Ok(serde_json::json!([[], 1, "ready"]))
+        );
+        assert_clean(&mut b, &[(&patient, "patient")]).await;
     });
 }

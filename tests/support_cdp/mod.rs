@@ -339,8 +339,12 @@ impl Browser {
         .map(|_| ())
     }
 
-    /// Capture the page as PNG into `path`.
+    /// Capture the page as PNG into `path`. The tab is brought to the front first: with two
+    /// tabs open, the compositor may never produce a frame for a background tab and the
+    /// capture would wait for one until [`CALL_TIMEOUT`].
     pub async fn screenshot(&mut self, page: &Page, path: &Path) -> CdpResult<()> {
+        self.call(Some(&page.session), "Page.bringToFront", json!({}))
+            .await?;
         let r = self
             .call(
                 Some(&page.session),

@@ -145,6 +145,8 @@ export class ConsultClient {
     this.logoutTimer = null;
     /** The in-flight refresh promise, so concurrent callers share one exchange. */
     this.refreshing = null;
+    /** The in-flight answer to `token_expiring` (refresh, then `renew`), or null. */
+    this.renewing = null;
   }
 
   /** Subscribe to an event; returns a function that unsubscribes. */
@@ -235,7 +237,7 @@ export class ConsultClient {
       }
       case 'presence': this.emit('presence', f); break;
       case 'consultation_closed': this.emit('consultation_closed', f); break;
-      case 'token_expiring': this.#renew(); break;
+      case 'token_expiring': this.#onTokenExpiring(f); break;
       case 'renewed': this.emit('renewed', f); break;
       case 'error': this.#onError(f); break;
       default: break;
@@ -315,6 +317,18 @@ export class ConsultClient {
       })().finally(() => { this.refreshing = null; });
     }
     return this.refreshing;
+  }
+
+  /**
+   * One renewal per warning: a warning for an `exp` older than our current token's is stale
+   * (already renewed), and a warning while a renewal is in flight is answered by that renewal.
+   */
+  #onTokenExpiring(f) {
+    if (this.renewing) return;
+    const current = decodeJwtPayload(this.accessToken);
+    const warned = typeof f.exp === 'number' ? f.exp : null;
+    if (warned !== null && current && typeof current.exp === 'number' && current.exp > warned) return;
+    this.renewing = this.#renew().finally(() => { this.renewing = null; });
   }
 
   async #renew() {
@@ -408,7 +422,9 @@ export class ConsultClient {
       clearTimeout(this.reconnectTimer);
       if (this.ws) {
         this.logoutTimer = setTimeout(() => this.ws && this.ws.close(CLOSE.NORMAL), LOGOUT_CLOSE_WAIT_MS);
-      } else {
+      } else if (this.state !== 'closed') {
+        // No socket and no close reported yet (e.g. between reconnects): report it once here.
+        // When the server's 4503 already closed the socket, `closed` was emitted by #onClose.
         this.#setState('closed');
         this.emit('closed', { code: CLOSE.REVOKED, final: true, reason: 'logged_out' });
       }
