@@ -838,9 +838,6 @@ fn kiosk_e2e_chat_reload_logout_behave_as_specified() {
 }
 
 #[test]
-#[ignore = "server bug: after the first token_expiring the session loop sends token_expiring \
-            forever and starves the executor (src/ws/session.rs warn_expiring: cancel() of a \
-            Fired alarm is a no-op); enable once that is fixed"]
 fn kiosk_e2e_short_token_renews_without_socket_close() {
     if skip_without_chromium("kiosk_e2e_short_token_renews_without_socket_close") {
         return;

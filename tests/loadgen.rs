@@ -310,7 +310,6 @@ fn relay_dropping_every_tenth_reports_lost_exit_1() {
 // ---- a full run against the real gateway ----
 
 #[test]
-#[ignore = "gateway bug: a second POST on a keep-alive connection gets 400 (lead's http/conn)"]
 fn gateway_twenty_sockets_all_held_nothing_lost_exit_0() {
     let gw = Gateway::start(&[]);
     let url = format!("ws://{}", gw.addr);
