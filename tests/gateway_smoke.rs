@@ -20,7 +20,10 @@ fn smoke_health_chat_logout_and_sigterm() {
     let r = gw.request(
         "POST",
         "/v1/consultations",
-        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
         br#"{"doctor":"d1"}"#,
     );
     assert_eq!(r.status, 201, "{}", r.text());
@@ -43,6 +46,8 @@ fn smoke_health_chat_logout_and_sigterm() {
         gw.signal(rustix::process::Signal::TERM);
         assert_eq!(dc.expect_close().await, Some(1001));
     });
-    let status = gw.wait_exit(support::IO_TIMEOUT).expect("exits after SIGTERM");
+    let status = gw
+        .wait_exit(support::IO_TIMEOUT)
+        .expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}");
 }
