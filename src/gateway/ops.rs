@@ -113,6 +113,25 @@ pub fn debug_sleep<'a>(app: &'a App, call: Call<'a>) -> Fut<'a> {
     })
 }
 
+/// `--dev` only, loopback only: `{"fail": true}` makes every store commit fail (the store's
+/// fault-injection hook), `{"fail": false}` heals it — the store-fault tests drive this.
+pub fn debug_store_faults<'a>(app: &'a App, call: Call<'a>) -> Fut<'a> {
+    Box::pin(async move {
+        if !(app.settings().dev && call.request.is_loopback()) {
+            return error_reply(ApiError::not_found("no such route"));
+        }
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&call.request.body) else {
+            return error_reply(ApiError::bad_request("body must be {\"fail\": bool}"));
+        };
+        let Some(fail) = body.get("fail").and_then(serde_json::Value::as_bool) else {
+            return error_reply(ApiError::bad_request("body must be {\"fail\": bool}"));
+        };
+        app.store.set_fail_commits(fail);
+        log::warn!("event=store_fault_injection fail={fail}");
+        json_reply(200, &json!({ "fail": fail }))
+    })
+}
+
 /// Loopback peers, or an admin token from anywhere.
 fn operator_allowed(app: &App, call: &Call<'_>) -> bool {
     call.request.is_loopback()

@@ -24,6 +24,11 @@ pub fn router() -> Router<HandlerFn> {
         .route(Get, "/debug/scopes", ops::debug_scopes as HandlerFn)
         .route(Get, "/debug/panic", ops::debug_panic as HandlerFn)
         .route(Get, "/debug/sleep", ops::debug_sleep as HandlerFn)
+        .route(
+            Post,
+            "/debug/store-faults",
+            ops::debug_store_faults as HandlerFn,
+        )
         .route(Get, "/debug/echo", api::debug_echo as HandlerFn)
         .route(Post, "/v1/auth/refresh", api::refresh as HandlerFn)
         .route(Post, "/v1/auth/logout", api::logout as HandlerFn)
