@@ -78,7 +78,22 @@ impl Gateway {
 
     /// Starts `serve` with the given data dir (restarts keep their state there).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Gateway {
-        let mut cmd = command();
+        Gateway::start_wrapped(data_dir, &[], extra)
+    }
+
+    /// Starts `serve` under a wrapper command (e.g. `prlimit --nofile=40:40`).
+    pub fn start_wrapped(data_dir: &Path, wrapper: &[&str], extra: &[&str]) -> Gateway {
+        let mut cmd = match wrapper.split_first() {
+            None => command(),
+            Some((program, args)) => {
+                let inner = command();
+                let mut cmd = Command::new(program);
+                cmd.args(args)
+                    .arg(inner.get_program())
+                    .args(inner.get_args());
+                cmd
+            }
+        };
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -279,57 +294,63 @@ impl Response {
 }
 
 /// Reads one response (Content-Length framed). `None` on a clean close before any byte.
+///
+/// Reads the head byte by byte and then exactly the body, so bytes of a following (pipelined)
+/// response stay in the socket for the next call.
 pub fn read_response(s: &mut TcpStream) -> Option<Response> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
     loop {
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte) {
+                Ok(0) => {
+                    assert!(
+                        head.is_empty(),
+                        "closed inside a head: {:?}",
+                        String::from_utf8_lossy(&head)
+                    );
+                    return None;
+                }
+                Ok(_) => head.push(byte[0]),
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Response::new(&mut headers);
-        if let Ok(httparse::Status::Complete(n)) = parsed.parse(&buf) {
-            let status = parsed.code.unwrap_or(0);
-            let headers: Vec<(String, String)> = parsed
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_owned(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect();
-            let len: usize = headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            if status == 100 {
-                buf.drain(..n);
-                continue;
-            }
-            while buf.len() < n + len {
-                let got = s.read(&mut chunk).expect("read body");
-                assert!(got > 0, "closed inside a body");
-                buf.extend_from_slice(&chunk[..got]);
-            }
-            let body = buf[n..n + len].to_vec();
-            return Some(Response {
-                status,
-                headers,
-                body,
-            });
+        match parsed.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            other => panic!(
+                "bad response head {other:?}: {:?}",
+                String::from_utf8_lossy(&head)
+            ),
         }
-        match s.read(&mut chunk) {
-            Ok(0) => {
-                assert!(
-                    buf.is_empty(),
-                    "closed inside a head: {:?}",
-                    String::from_utf8_lossy(&buf)
-                );
-                return None;
-            }
-            Ok(got) => buf.extend_from_slice(&chunk[..got]),
-            Err(e) => panic!("read failed: {e}"),
+        let status = parsed.code.unwrap_or(0);
+        if status == 100 {
+            head.clear();
+            continue;
         }
+        let headers: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).expect("read body");
+        return Some(Response {
+            status,
+            headers,
+            body,
+        });
     }
 }
 
