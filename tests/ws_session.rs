@@ -621,8 +621,6 @@ fn slow_consumer_closes_4029_without_slowing_another_socket() {
         "100000",
         "--outbound-queue-messages",
         "8",
-        "--write-stall-ms",
-        "500",
     ]);
     smol::block_on(async {
         let (mut stalled, _) = connect_ready(p.gw.addr, &p.doctor).await;

@@ -10,6 +10,7 @@
 //! An `async_channel` bounded by message count (the session task drains it), plus a byte
 //! counter shared with the drain side.
 
+use crate::observe::Metrics;
 use crate::scope::{CancelReason, ScopeRef};
 use bytes::Bytes;
 use std::cell::Cell;
@@ -25,12 +26,22 @@ pub struct Outbox {
     session: ScopeRef,
     /// This socket's session id (fan-out skips the sender's own socket).
     pub session_id: u64,
+    /// Counts queued frames (the outbound queue depth gauge).
+    metrics: Rc<Metrics>,
 }
 
 /// The receiving side, owned by the session task.
 pub struct OutboxRx {
     rx: async_channel::Receiver<Bytes>,
     queued_bytes: Rc<Cell<usize>>,
+    metrics: Rc<Metrics>,
+}
+
+impl Drop for OutboxRx {
+    fn drop(&mut self) {
+        // Frames never written leave the depth gauge with their session.
+        self.metrics.outbound_drained(self.rx.len() as u64);
+    }
 }
 
 /// A new queue for session `session_id`.
@@ -39,6 +50,7 @@ pub fn outbox(
     session: ScopeRef,
     max_messages: usize,
     max_bytes: usize,
+    metrics: Rc<Metrics>,
 ) -> (Outbox, OutboxRx) {
     let (tx, rx) = async_channel::bounded(max_messages.max(1));
     let queued_bytes = Rc::new(Cell::new(0));
@@ -49,8 +61,13 @@ pub fn outbox(
             max_bytes,
             session,
             session_id,
+            metrics: metrics.clone(),
         },
-        OutboxRx { rx, queued_bytes },
+        OutboxRx {
+            rx,
+            queued_bytes,
+            metrics,
+        },
     )
 }
 
@@ -64,6 +81,7 @@ impl Outbox {
             return false;
         }
         self.queued_bytes.set(bytes);
+        self.metrics.outbound_queued(1);
         true
     }
 
@@ -95,21 +113,25 @@ impl OutboxRx {
     /// The next frame; `None` once the queue is closed and empty.
     pub async fn recv(&self) -> Option<Bytes> {
         let frame = self.rx.recv().await.ok()?;
-        self.queued_bytes
-            .set(self.queued_bytes.get().saturating_sub(frame.len()));
+        self.taken(&frame);
         Some(frame)
     }
 
     /// A frame if one is ready now.
     pub fn try_recv(&self) -> Option<Bytes> {
         let frame = self.rx.try_recv().ok()?;
-        self.queued_bytes
-            .set(self.queued_bytes.get().saturating_sub(frame.len()));
+        self.taken(&frame);
         Some(frame)
     }
 
     pub fn len(&self) -> usize {
         self.rx.len()
+    }
+
+    fn taken(&self, frame: &Bytes) {
+        self.queued_bytes
+            .set(self.queued_bytes.get().saturating_sub(frame.len()));
+        self.metrics.outbound_drained(1);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -11,7 +11,9 @@ use crate::auth::{Keys, LiveSessions, Revocations, Revoker};
 use crate::config::Settings;
 use crate::consult::Consults;
 use crate::http::server::{AcceptPolicy, ConnCounter};
-use crate::http::{ApiError, ConnLimits, HeadLimits, HttpError, Method, Reply, Request, Response};
+use crate::http::{
+    AccessRecord, ApiError, ConnLimits, HeadLimits, HttpError, Reply, Request, Response,
+};
 use crate::http::{Routed, Router, Service};
 use crate::observe::Metrics;
 use crate::scope::{Runtime, Scope, Signal};
@@ -137,19 +139,17 @@ impl Service for App {
         }
     }
 
-    fn record(
-        &self,
-        method: &Method,
-        path: &str,
-        status: u16,
-        bytes: usize,
-        micros: u64,
-        scope: u64,
-    ) {
-        self.metrics.observe_http(status, micros as f64 / 1e6);
+    fn record(&self, r: &AccessRecord<'_>) {
+        self.metrics.observe_http(r.status, r.micros as f64 / 1e6);
         log::info!(
-            "event=http_request method={method} path={} status={status} bytes={bytes} duration_us={micros} scope={scope}",
-            crate::observe::LogValue(path)
+            "event=http_request method={} path={} status={} bytes={} duration_us={} scope={} trace_id={}",
+            r.method,
+            crate::observe::LogValue(r.path),
+            r.status,
+            r.bytes,
+            r.micros,
+            r.scope.path(),
+            r.scope.trace_id().as_deref().unwrap_or("-")
         );
     }
 }

@@ -46,8 +46,9 @@ pub enum ServeError {
     Signals(std::io::Error),
     /// A key file is missing, unreadable, too permissive or malformed.
     Keys(KeyError),
-    /// The store cannot be opened (corrupt, locked by another process, unreadable).
-    Store(StoreError),
+    /// The store at this path cannot be opened (corrupt, locked by another process,
+    /// unreadable), or failed while restoring state.
+    Store(std::path::PathBuf, StoreError),
     /// `token` could not mint (verify-only key, bad ttl).
     Mint(String),
 }
@@ -59,7 +60,9 @@ impl std::fmt::Display for ServeError {
             ServeError::DataDir(e) => write!(f, "cannot create the data dir: {e}"),
             ServeError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             ServeError::Keys(e) => write!(f, "{e}"),
-            ServeError::Store(e) => write!(f, "cannot open the store: {e}"),
+            ServeError::Store(path, e) => {
+                write!(f, "cannot open the store {}: {e}", path.display())
+            }
             ServeError::Mint(e) => write!(f, "cannot mint a token: {e}"),
         }
     }
@@ -101,9 +104,11 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     std::fs::create_dir_all(&settings.data_dir).map_err(ServeError::DataDir)?;
     let keys = Keys::load(&wiring::key_settings(&settings), &settings.data_dir)
         .map_err(ServeError::Keys)?;
-    let store = Store::open(&settings.data_dir).map_err(ServeError::Store)?;
+    let store_path = settings.data_dir.join(crate::store::FILE_NAME);
+    let store_error = |e| ServeError::Store(store_path.clone(), e);
+    let store = Store::open(&settings.data_dir).map_err(store_error)?;
     let revocations = Revocations::new();
-    revocations.load(store.revocations().map_err(ServeError::Store)?);
+    revocations.load(store.revocations().map_err(store_error)?);
     let listener = listen::bind_listener(settings.listen).map_err(ServeError::Bind)?;
     let listener = Async::new(listener).map_err(ServeError::Bind)?;
     let addr = listener.get_ref().local_addr().map_err(ServeError::Bind)?;
@@ -164,7 +169,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         store.shutdown().await;
         restored
     });
-    restored.map_err(ServeError::Store)?;
+    restored.map_err(store_error)?;
     log::info!("event=shutdown_complete");
     Ok(())
 }

@@ -22,6 +22,7 @@ use super::body::BodyReader;
 use super::error::HttpError;
 use super::head::{parse_head, HeadLimits, Method, Parsed, RequestHead};
 use super::response::{Response, CONTINUE};
+use crate::observe::TraceParent;
 use crate::scope::{CancelReason, Scope, ScopeKind, ScopeTimer, Signal};
 use async_io::Async;
 use smol::future::FutureExt;
@@ -102,15 +103,19 @@ pub trait Service {
     ) -> Pin<Box<dyn Future<Output = Reply> + 'a>>;
 
     /// Called once per finished request, for the access log and metrics.
-    fn record(
-        &self,
-        method: &Method,
-        path: &str,
-        status: u16,
-        bytes: usize,
-        micros: u64,
-        scope: u64,
-    );
+    fn record(&self, record: &AccessRecord<'_>);
+}
+
+/// One finished request, as the access log sees it.
+pub struct AccessRecord<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub status: u16,
+    pub bytes: usize,
+    pub micros: u64,
+    /// The request's scope (its path and trace id), or the connection's when the request
+    /// failed before it had one.
+    pub scope: &'a Scope,
 }
 
 enum Phase {
@@ -322,14 +327,14 @@ async fn handle_one(
             let mut out = Vec::new();
             error.to_response().write(&mut out, false, is_head);
             let written = conn.write(&out).await;
-            service.record(
-                &method,
-                &path,
-                error.status(),
-                out.len(),
-                0,
-                conn_scope.id(),
-            );
+            service.record(&AccessRecord {
+                method: &method,
+                path: &path,
+                status: error.status(),
+                bytes: out.len(),
+                micros: started.elapsed().as_micros() as u64,
+                scope: conn_scope,
+            });
             if written.is_ok() {
                 linger_close(conn_scope, conn).await;
             }
@@ -340,6 +345,14 @@ async fn handle_one(
     conn.enter(Phase::Handling);
 
     let request_scope = conn_scope.child(ScopeKind::Request, &path);
+    // W3C Trace Context: a valid `traceparent` continues the caller's trace, else a new one
+    // starts; a malformed value is ignored, never echoed.
+    let trace = head
+        .headers
+        .get("traceparent")
+        .and_then(TraceParent::parse)
+        .unwrap_or_else(TraceParent::generate);
+    request_scope.set_trace_id(&trace.trace_id_hex());
     let request = Request {
         head,
         body,
@@ -374,14 +387,14 @@ async fn handle_one(
     let mut out = Vec::with_capacity(256 + response.body.len());
     response.write(&mut out, keep, is_head);
     let written = conn.write(&out).await;
-    service.record(
-        &method,
-        &path,
-        response.status,
-        out.len(),
-        started.elapsed().as_micros() as u64,
-        request_scope.id(),
-    );
+    service.record(&AccessRecord {
+        method: &method,
+        path: &path,
+        status: response.status,
+        bytes: out.len(),
+        micros: started.elapsed().as_micros() as u64,
+        scope: &request_scope,
+    });
     if written.is_err() {
         return Err(());
     }

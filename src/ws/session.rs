@@ -137,6 +137,7 @@ pub async fn run(
         scope.downgrade(),
         settings.outbound_queue_messages,
         settings.outbound_queue_bytes,
+        ctx.metrics.clone(),
     );
     let auth_deadline = (claims.is_none() && mode == Mode::Chat)
         .then(|| scope.deadline("auth", now + settings.auth_timeout_ms));
@@ -771,7 +772,14 @@ impl Session {
                         while let Some(Ok(_)) = self.ws.next().await {}
                     }
                 };
-                closing.or(timers.sleep(CLOSE_GRACE_MS)).await;
+                // A slow consumer's close frame queues behind what it has not read yet: give it as
+                // long to take the close as any write may take.
+                let grace = if code == close::SLOW_CONSUMER {
+                    self.settings.write_stall_ms.max(CLOSE_GRACE_MS)
+                } else {
+                    CLOSE_GRACE_MS
+                };
+                closing.or(timers.sleep(grace)).await;
                 Some(code)
             }
             End::Gone => None,
