@@ -239,16 +239,7 @@ pub enum ServerFrame<'a> {
         last_seq: u64,
         state: &'a str,
     },
-    Message {
-        consultation: &'a str,
-        seq: u64,
-        from: &'a str,
-        role: &'a str,
-        body: &'a str,
-        client_id: &'a str,
-        ts: &'a str,
-        traceparent: &'a str,
-    },
+    Message(MessageFields<'a>),
     Ack {
         client_id: &'a str,
         consultation: &'a str,
@@ -275,6 +266,36 @@ pub enum ServerFrame<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a str>,
     },
+}
+
+/// A stored message as clients see it: the `message` frame's fields, which are also what
+/// `GET /v1/consultations/{id}/messages` lists.
+#[derive(Debug, Serialize)]
+pub struct MessageFields<'a> {
+    pub consultation: &'a str,
+    pub seq: u64,
+    pub from: &'a str,
+    pub role: &'a str,
+    pub body: &'a str,
+    pub client_id: &'a str,
+    /// RFC 3339 UTC with milliseconds.
+    pub ts: String,
+    pub traceparent: &'a str,
+}
+
+impl<'a> From<&'a crate::store::StoredMessage> for MessageFields<'a> {
+    fn from(m: &'a crate::store::StoredMessage) -> MessageFields<'a> {
+        MessageFields {
+            consultation: &m.consultation,
+            seq: m.seq,
+            from: &m.from,
+            role: &m.role,
+            body: &m.body,
+            client_id: &m.client_id,
+            ts: crate::observe::time::rfc3339_ms(m.ts_ms),
+            traceparent: &m.traceparent,
+        }
+    }
 }
 
 impl ServerFrame<'_> {

@@ -19,7 +19,7 @@ pub mod frames;
 pub mod outbox;
 pub mod room;
 
-use crate::observe::{time::rfc3339_ms, Metrics};
+use crate::observe::Metrics;
 use crate::scope::{CancelReason, Scope, ScopeKind};
 use crate::store::{
     Appended, ConsultState, Consultation, NewMessage, Store, StoreError, StoredMessage,
@@ -351,17 +351,5 @@ fn visible(record: Consultation, caller: &Caller<'_>) -> Result<Consultation, Co
 
 /// The `message` frame of a stored message, serialised once.
 pub fn message_frame(m: &StoredMessage) -> Bytes {
-    let ts = rfc3339_ms(m.ts_ms);
-    ServerFrame::Message {
-        consultation: &m.consultation,
-        seq: m.seq,
-        from: &m.from,
-        role: &m.role,
-        body: &m.body,
-        client_id: &m.client_id,
-        ts: &ts,
-        traceparent: &m.traceparent,
-    }
-    .to_json()
-    .into()
+    ServerFrame::Message(m.into()).to_json().into()
 }

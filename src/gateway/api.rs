@@ -9,10 +9,11 @@
 use super::app::{error_reply, json_reply, App};
 use super::routes::Call;
 use crate::auth::{AuthError, Claims, MintRequest, Role, TokenType, MAX_TTL_S};
+use crate::consult::frames::MessageFields;
 use crate::consult::{Caller, ConsultError};
 use crate::http::{bearer_token, parse_u64_param, ApiError, Reply, Response};
 use crate::observe::time::rfc3339_ms;
-use crate::store::{Consultation, RefreshUse, StoredMessage};
+use crate::store::{Consultation, RefreshUse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::future::Future;
@@ -226,31 +227,6 @@ fn view(c: &Consultation) -> ConsultationView<'_> {
     }
 }
 
-#[derive(Serialize)]
-struct MessageView<'a> {
-    consultation: &'a str,
-    seq: u64,
-    from: &'a str,
-    role: &'a str,
-    body: &'a str,
-    client_id: &'a str,
-    ts: String,
-    traceparent: &'a str,
-}
-
-fn message_view(m: &StoredMessage) -> MessageView<'_> {
-    MessageView {
-        consultation: &m.consultation,
-        seq: m.seq,
-        from: &m.from,
-        role: &m.role,
-        body: &m.body,
-        client_id: &m.client_id,
-        ts: rfc3339_ms(m.ts_ms),
-        traceparent: &m.traceparent,
-    }
-}
-
 fn caller(claims: &Claims) -> Caller<'_> {
     Caller {
         user: &claims.sub,
@@ -360,7 +336,8 @@ pub fn consultation_messages<'a>(app: &'a App, call: Call<'a>) -> Fut<'a> {
             .await
         {
             Ok(messages) => {
-                let views: Vec<_> = messages.iter().map(message_view).collect();
+                let views: Vec<MessageFields<'_>> =
+                    messages.iter().map(MessageFields::from).collect();
                 json_reply(200, &json!({ "messages": views }))
             }
             Err(error) => consult_error(error),

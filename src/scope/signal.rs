@@ -56,17 +56,8 @@ impl Future for Wait {
         if self.inner.fired.get() {
             return Poll::Ready(());
         }
-        let waker = cx.waker().clone();
-        let slot = self.slot;
-        let mut waiters = self.inner.waiters.borrow_mut();
-        match slot.and_then(|s| waiters.get_mut(s)) {
-            Some(existing) => *existing = waker,
-            None => {
-                let slot = waiters.insert(waker);
-                drop(waiters);
-                self.slot = Some(slot);
-            }
-        }
+        let this = &mut *self;
+        super::slab::register_waker(&this.inner.waiters, &mut this.slot, cx.waker());
         Poll::Pending
     }
 }

@@ -115,6 +115,20 @@ impl<T> Slab<T> {
     }
 }
 
+/// Registers `waker` in `waiters`, re-using this waiter's `slot` across polls so a future
+/// polled many times holds one entry. The caller removes `slot` when it is dropped.
+pub fn register_waker(
+    waiters: &std::cell::RefCell<Slab<std::task::Waker>>,
+    slot: &mut Option<usize>,
+    waker: &std::task::Waker,
+) {
+    let mut waiters = waiters.borrow_mut();
+    match slot.and_then(|s| waiters.get_mut(s)) {
+        Some(existing) => existing.clone_from(waker),
+        None => *slot = Some(waiters.insert(waker.clone())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

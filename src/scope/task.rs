@@ -39,17 +39,8 @@ impl Future for Cancelled {
         if let Some(reason) = self.node.reason.borrow().clone() {
             return Poll::Ready(reason);
         }
-        let waker = cx.waker().clone();
-        let mut waiters = self.node.waiters.borrow_mut();
-        let slot = self.slot;
-        match slot.and_then(|s| waiters.get_mut(s)) {
-            Some(existing) => *existing = waker,
-            None => {
-                let slot = waiters.insert(waker);
-                drop(waiters);
-                self.slot = Some(slot);
-            }
-        }
+        let this = &mut *self;
+        super::slab::register_waker(&this.node.waiters, &mut this.slot, cx.waker());
         Poll::Pending
     }
 }
