@@ -258,6 +258,12 @@ fn slow_crowd(crowd: usize, body_bytes: usize, messages: u64, probe_rounds: usiz
         &WRITE_STALL_MS.to_string(),
         "--max-connections",
         "20000",
+        // Only the queue/stall limits are under test: the test's own idle clients must not
+        // meet the heartbeat read deadline (4004) while the crowd is built and waited on.
+        "--heartbeat-ms",
+        "600000",
+        "--read-timeout-ms",
+        "1800000",
     ]);
     let keys = Keys::load(&KeySettings::default(), &gw.data_dir).expect("key");
     let patient = mint(&keys, "p1", Role::Patient);

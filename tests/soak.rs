@@ -116,7 +116,7 @@ fn end_of(index: usize) -> End {
 /// One socket's life: connect, join its pair's consultation, send, then end as `end_of` says.
 /// A half-open socket is returned so that it stays open (unread) until the batch ends.
 async fn life(gw_addr: std::net::SocketAddr, pair: &Pair, index: usize) -> Option<Client> {
-    let token = if index % 2 == 0 {
+    let token = if index.is_multiple_of(2) {
         &pair.patient
     } else {
         &pair.doctor
