@@ -23,6 +23,13 @@ pub const ACCEPT_BACKOFF_MS: u64 = 100;
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
 
+/// Kernel send buffer of each accepted socket. Linux autotunes it up to `tcp_wmem` max (4 MiB
+/// here), so a client that stops reading could pin megabytes of kernel memory before our own
+/// bounded outbox even fills; capped, a stalled reader fills the outbox (or stalls a write)
+/// quickly and is closed 4029. 64 KiB keeps dozens of chat frames in flight, plenty for a
+/// kiosk's link (the kernel doubles the value for its bookkeeping).
+pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
+
 /// At most one "out of file descriptors" log line per this many ms.
 pub const EMFILE_LOG_INTERVAL_MS: u64 = 1000;
 
@@ -122,6 +129,8 @@ pub async fn accept_loop(
             continue;
         }
         let _ = stream.get_ref().set_nodelay(true);
+        let _ =
+            rustix::net::sockopt::set_socket_send_buffer_size(stream.get_ref(), SEND_BUFFER_BYTES);
         policy.opened();
         let closed_policy = policy.clone();
         let guard = counter.acquire(Box::new(move || closed_policy.closed()));

@@ -761,6 +761,8 @@ impl Session {
         let reason = self.scope.reason();
         let code = match end {
             End::Close(code, text) => {
+                // Counted when we decide to close, not when the peer answers our close frame.
+                self.ctx.metrics.inc_close(code);
                 let frame = CloseFrame {
                     code: CloseCode::from(code),
                     reason: Utf8Bytes::from_static(text),
@@ -784,9 +786,6 @@ impl Session {
             }
             End::Gone => None,
         };
-        if let Some(code) = code {
-            self.ctx.metrics.inc_close(code);
-        }
         log::info!(
             "event=ws_closed session={} code={} reason={} scope={} trace_id={}",
             self.id,
