@@ -630,11 +630,15 @@ fn slow_consumer_closes_4029_without_slowing_another_socket() {
         let (mut pc, _) = connect_ready(p.gw.addr, &p.patient).await;
         let body = "x".repeat(16 * 1024);
         let total = 400u64;
-        let send_and_read = async {
+        let send = async {
             for i in 0..total {
                 pc.send(json!({"type": "send", "consultation": p.id, "client_id": format!("k{i}"), "body": body}))
                     .await;
+                // Let the reader (same thread) read as a live client would.
+                smol::future::yield_now().await;
             }
+        };
+        let read = async {
             let mut seen = 0;
             while seen < total {
                 let v = reader.recv().await;
@@ -644,6 +648,7 @@ fn slow_consumer_closes_4029_without_slowing_another_socket() {
             }
             seen
         };
+        let send_and_read = async { smol::future::zip(send, read).await.1 };
         // The stalled socket never reads while the others run.
         let seen = send_and_read.await;
         assert_eq!(seen, total, "the reading socket got everything");
