@@ -77,13 +77,19 @@ pub fn check_file_text(file: &str) {
     let entries = match parse_config_text(file) {
         Ok(entries) => entries,
         Err((line, _)) => {
-            assert!((1..=line_count).contains(&line), "error on line {line} of {line_count}");
+            assert!(
+                (1..=line_count).contains(&line),
+                "error on line {line} of {line_count}"
+            );
             return;
         }
     };
     let mut previous = 0;
     for (i, entry) in entries.iter().enumerate() {
-        assert!(entry.line > previous && entry.line <= line_count, "{entry:?}");
+        assert!(
+            entry.line > previous && entry.line <= line_count,
+            "{entry:?}"
+        );
         previous = entry.line;
         assert!(
             !entry.key.is_empty()
@@ -102,7 +108,9 @@ pub fn check_file_text(file: &str) {
         .collect();
     let again = parse_config_text(&rendered);
     let pairs = |es: &[consult_edge::config::file::Entry]| -> Vec<(String, String)> {
-        es.iter().map(|e| (e.key.clone(), e.value.clone())).collect()
+        es.iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect()
     };
     assert_eq!(
         again.as_deref().map(pairs),
@@ -136,7 +144,10 @@ pub fn check_command(argv: &[String], env: &[(String, String)], file: &std::path
                 .any(|(n, _)| n == CONFIG_ENV)
                 .then(|| file.display().to_string());
         }
-        env.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        env.iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     };
     let first = parse_command(&argv, &lookup);
     assert_eq!(parse_command(&argv, &lookup), first, "not deterministic");
@@ -144,7 +155,10 @@ pub fn check_command(argv: &[String], env: &[(String, String)], file: &std::path
         Ok(Command::Serve(settings)) => check_settings(&settings),
         Ok(Command::Token(token)) => {
             assert!(!token.sub.is_empty(), "empty sub accepted");
-            assert!(token.sid.as_ref().is_none_or(|s| !s.is_empty()), "empty sid");
+            assert!(
+                token.sid.as_ref().is_none_or(|s| !s.is_empty()),
+                "empty sid"
+            );
             check_settings(&token.settings);
         }
         Ok(Command::Loadgen(rest)) => assert_eq!(Some(rest.as_slice()), argv.get(1..)),

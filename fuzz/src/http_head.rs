@@ -99,7 +99,9 @@ fn check_head(head: &RequestHead, limits: &HeadLimits) {
         "both framings accepted"
     );
     assert!(
-        head.headers.iter().all(|(n, _)| !n.bytes().any(|b| b.is_ascii_uppercase())),
+        head.headers
+            .iter()
+            .all(|(n, _)| !n.bytes().any(|b| b.is_ascii_uppercase())),
         "header names are lower-cased"
     );
 }

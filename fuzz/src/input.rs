@@ -38,16 +38,6 @@ impl<'a> Cursor<'a> {
         u16::from_le_bytes([self.byte(), self.byte()])
     }
 
-    /// Up to `n` bytes (fewer once exhausted).
-    pub fn take(&mut self, n: usize) -> &'a [u8] {
-        let (head, rest) = self
-            .rest
-            .split_at_checked(n)
-            .unwrap_or((self.rest, &[]));
-        self.rest = rest;
-        head
-    }
-
     /// Everything not yet read.
     pub fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.rest)

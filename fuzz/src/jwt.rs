@@ -105,7 +105,11 @@ pub fn check_with(f: &Fixture, data: &[u8]) {
     match cursor.byte() % 3 {
         0 => check_foreign(f, &text(cursor.rest())),
         1 => {
-            let base = if cursor.byte() % 2 == 0 { &f.access } else { &f.refresh };
+            let base = if cursor.byte() % 2 == 0 {
+                &f.access
+            } else {
+                &f.refresh
+            };
             let token = mutate(base.as_bytes(), &mut cursor);
             check_foreign(f, &text(&token));
         }
@@ -122,13 +126,20 @@ pub fn check_with(f: &Fixture, data: &[u8]) {
 /// Invariant 1 (and 3) on a token we did not sign ourselves.
 pub fn check_foreign(f: &Fixture, token: &str) {
     if let Some(claims) = verify_checked(f, token) {
-        assert_eq!(claims, f.access_claims, "accepted foreign claims for {token:?}");
+        assert_eq!(
+            claims, f.access_claims,
+            "accepted foreign claims for {token:?}"
+        );
     }
 }
 
 /// Invariant 2 (and 3) on `header.payload` signed with the real secret.
 pub fn check_signed(f: &Fixture, header: &str, payload: &str) {
-    let input = format!("{}.{}", b64url(header.as_bytes()), b64url(payload.as_bytes()));
+    let input = format!(
+        "{}.{}",
+        b64url(header.as_bytes()),
+        b64url(payload.as_bytes())
+    );
     let mac = hmac_sha256::HMAC::mac(input.as_bytes(), SECRET);
     let token = format!("{input}.{}", b64url(&mac));
     let Some(claims) = verify_checked(f, &token) else {
@@ -141,7 +152,11 @@ pub fn check_signed(f: &Fixture, header: &str, payload: &str) {
     assert_eq!(claims.typ, TokenType::Access);
     assert!(!claims.sub.is_empty() && !claims.sid.is_empty() && !claims.jti.is_empty());
     assert!(claims.exp > NOW, "accepted exp={} now={NOW}", claims.exp);
-    assert!(claims.iat <= NOW + MAX_CLOCK_SKEW_S, "accepted iat={}", claims.iat);
+    assert!(
+        claims.iat <= NOW + MAX_CLOCK_SKEW_S,
+        "accepted iat={}",
+        claims.iat
+    );
 }
 
 /// Verifies `token` at [`NOW`]; on acceptance checks invariant 3 and returns the claims.
@@ -182,7 +197,10 @@ fn mutate(base: &[u8], cursor: &mut Cursor<'_>) -> Vec<u8> {
         let kind = cursor.byte();
         let at = usize::from(cursor.u16()) % (token.len() + 1);
         let value = cursor.byte();
-        let letter = BASE64URL.get(usize::from(value % 64)).copied().unwrap_or(b'A');
+        let letter = BASE64URL
+            .get(usize::from(value % 64))
+            .copied()
+            .unwrap_or(b'A');
         match kind % 6 {
             0 => set(&mut token, at, value),
             1 => token.insert(at, value),
@@ -209,8 +227,7 @@ fn set(token: &mut [u8], at: usize, value: u8) {
 
 /// Base64url without padding (RFC 7515 §2).
 pub fn b64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [

@@ -37,7 +37,11 @@ pub fn check_text(value: &str) {
     assert_ne!(tp.parent_id, [0; 8], "all-zero parent id accepted");
     let shown = tp.to_string();
     assert_eq!(shown.len(), TRACEPARENT_V00_LEN, "display {shown:?}");
-    assert_eq!(TraceParent::parse(&shown), Some(tp), "display does not round-trip");
+    assert_eq!(
+        TraceParent::parse(&shown),
+        Some(tp),
+        "display does not round-trip"
+    );
     let trimmed = value.trim_matches([' ', '\t']);
     assert_eq!(
         shown.get(2..),
