@@ -25,10 +25,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Token(_args) => {
-            eprintln!("consult-edge: token minting arrives with the auth module");
-            ExitCode::FAILURE
-        }
+        Command::Token(args) => match consult_edge::gateway::mint_token(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("consult-edge: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Loadgen(_args) => {
             eprintln!("consult-edge: loadgen is not built yet");
             ExitCode::FAILURE

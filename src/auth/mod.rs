@@ -4,9 +4,9 @@
 //!
 //! - Every entry point verifies through [`Keys::verify`] and nothing else, so one set of checks
 //!   and one set of failure reasons ([`AuthError::reason`]) holds everywhere.
-//! - This layer knows no transport and no store: the caller maps [`AuthError`] to HTTP 401 /
-//!   close 1008, loads [`Revocations`] from the store at start, and commits new revocations to
-//!   the store before inserting them here.
+//! - This layer knows no transport: the caller maps [`AuthError`] to HTTP 401 / close 1008.
+//!   Only [`Revoker`] touches the store, and it commits a revocation there before it inserts it
+//!   in [`Revocations`] and closes the sid's live sessions ([`LiveSessions`]).
 //! - Time is always passed in (`now_unix`), never read here.
 //!
 //! # Implementation
@@ -16,11 +16,15 @@
 //! - `verify`: [`Keys::verify`] and [`AuthError`].
 //! - `mint`: [`Keys::mint`] and [`MintError`].
 //! - `revocations`: [`Revocations`], revoked sids for the hot path.
+//! - `live`: [`LiveSessions`], the live sockets of each sid.
+//! - `revoke`: [`Revoker`], durable-first revocation (logout, refresh reuse).
 
 mod claims;
 mod keys;
+pub mod live;
 mod mint;
-mod revocations;
+pub mod revocations;
+pub mod revoke;
 mod verify;
 
 pub use claims::{Claims, Role, TokenType};
@@ -28,6 +32,8 @@ pub use keys::{
     Algorithm, KeyError, KeySettings, KeySource, Keys, DEFAULT_SECRET_FILE, MAX_KEY_FILE_BYTES,
     MIN_SECRET_BYTES,
 };
+pub use live::{LiveGuard, LiveSessions};
 pub use mint::{random_id, MintError, MintRequest, ACCESS_TTL_S, MAX_TTL_S, REFRESH_TTL_S};
 pub use revocations::Revocations;
+pub use revoke::Revoker;
 pub use verify::{AuthError, MAX_CLOCK_SKEW_S, MAX_TOKEN_BYTES};

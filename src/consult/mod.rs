@@ -1,1 +1,367 @@
-//! TODO: consult
+//! Consultations: membership, durable sequencing, fan-out, presence and their own deadlines.
+//! No transport here: sessions and HTTP handlers call in with plain values.
+//!
+//! # Invariants
+//! 1. Membership is checked on every call: a consultation's members are its patient and its
+//!    doctor; anyone else is told it does not exist (`NotFound`), so ids cannot be probed.
+//! 2. A message is fanned out only after the store committed it (the `ack` means durable).
+//! 3. Every open consultation has a scope under the server with two deadlines, `consult_idle`
+//!    (re-armed by each message) and `consult_limit` (from creation, hard); when one fires the
+//!    consultation closes with reason `idle` / `time_limit` and members are told.
+//! 4. Closed consultations hold no memory here: their history is read from the store.
+//!
+//! # Implementation
+//! - [`frames`]: the protocol's JSON frames (client commands, server frames).
+//! - [`outbox`]: a session's bounded outbound queue.
+//! - [`room`]: the live state of one open consultation.
+
+pub mod frames;
+pub mod outbox;
+pub mod room;
+
+use crate::observe::{time::rfc3339_ms, Metrics};
+use crate::scope::{CancelReason, Scope, ScopeKind};
+use crate::store::{
+    Appended, ConsultState, Consultation, NewMessage, Store, StoreError, StoredMessage,
+};
+use bytes::Bytes;
+use frames::ServerFrame;
+use outbox::Outbox;
+use room::Room;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+
+/// Messages read from the store per page while replaying history: large enough to amortise a
+/// read transaction, small enough that one page is a bounded amount of memory.
+pub const REPLAY_PAGE: usize = 256;
+
+/// Why a consultation call was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsultError {
+    /// No such consultation, or the caller is not a member (invariant 1).
+    NotFound,
+    /// The caller may see it but not do this (an admin writing).
+    Forbidden,
+    /// The consultation is closed.
+    Closed,
+    /// The store failed (our fault): the detail is for the log.
+    Internal(String),
+}
+
+impl From<StoreError> for ConsultError {
+    fn from(e: StoreError) -> ConsultError {
+        match e {
+            StoreError::NotFound => ConsultError::NotFound,
+            StoreError::Closed => ConsultError::Closed,
+            other => ConsultError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Caller<'a> {
+    pub user: &'a str,
+    pub role: &'a str,
+    /// Admins may read any consultation, never write.
+    pub admin: bool,
+}
+
+/// Timing of consultations (from the settings).
+#[derive(Debug, Clone, Copy)]
+pub struct ConsultTimes {
+    pub idle_ms: u64,
+    pub limit_ms: u64,
+}
+
+/// A message to store and relay.
+pub struct Outgoing<'a> {
+    pub consultation: &'a str,
+    pub client_id: &'a str,
+    pub body: &'a str,
+    pub traceparent: &'a str,
+    pub ts_ms: u64,
+    /// The sending socket (not relayed to).
+    pub session_id: u64,
+}
+
+/// All consultations of the gateway.
+pub struct Consults {
+    store: Store,
+    server: Rc<Scope>,
+    metrics: Rc<Metrics>,
+    times: Cell<ConsultTimes>,
+    rooms: RefCell<HashMap<String, Rc<Room>>>,
+    self_weak: RefCell<Weak<Consults>>,
+}
+
+impl Consults {
+    pub fn new(
+        store: Store,
+        server: Rc<Scope>,
+        metrics: Rc<Metrics>,
+        times: ConsultTimes,
+    ) -> Rc<Consults> {
+        let consults = Rc::new(Consults {
+            store,
+            server,
+            metrics,
+            times: Cell::new(times),
+            rooms: RefCell::new(HashMap::new()),
+            self_weak: RefCell::new(Weak::new()),
+        });
+        *consults.self_weak.borrow_mut() = Rc::downgrade(&consults);
+        consults
+    }
+
+    /// New timing applies to consultations opened from now on (a reload).
+    pub fn set_times(&self, times: ConsultTimes) {
+        self.times.set(times);
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Re-arms the timers of every consultation left open by the last run.
+    pub async fn restore(&self) -> Result<usize, StoreError> {
+        let store = self.store.clone();
+        let open = smol::unblock(move || store.open_consultations()).await?;
+        let count = open.len();
+        for record in open {
+            self.open_room(record);
+        }
+        Ok(count)
+    }
+
+    /// Open consultations in memory.
+    pub fn open_count(&self) -> usize {
+        self.rooms.borrow().len()
+    }
+
+    /// A patient opens a consultation with a doctor.
+    pub async fn create(&self, patient: &str, doctor: &str) -> Result<Consultation, ConsultError> {
+        let now_ms = self.server.timers().unix_ms();
+        let record = self
+            .store
+            .create_consultation(patient, doctor, now_ms)
+            .await?;
+        self.open_room(record.clone());
+        log::info!(
+            "event=consultation_opened consultation={} scope={}",
+            record.id,
+            self.server.path()
+        );
+        Ok(record)
+    }
+
+    /// The consultation as its member (or an admin) sees it.
+    pub async fn get(&self, id: &str, caller: &Caller<'_>) -> Result<Consultation, ConsultError> {
+        if let Some(room) = self.room(id) {
+            let record = room.record.borrow().clone();
+            return visible(record, caller);
+        }
+        let store = self.store.clone();
+        let key = id.to_owned();
+        let record = smol::unblock(move || store.consultation(&key)).await?;
+        visible(record.ok_or(ConsultError::NotFound)?, caller)
+    }
+
+    /// The caller's consultations, newest first.
+    pub async fn list(&self, user: &str, limit: usize) -> Result<Vec<Consultation>, ConsultError> {
+        let store = self.store.clone();
+        let user = user.to_owned();
+        let mut list = smol::unblock(move || store.consultations_of(&user, limit)).await?;
+        // Open ones: the live record has the current last_seq.
+        for record in list.iter_mut() {
+            if let Some(room) = self.room(&record.id) {
+                *record = room.record.borrow().clone();
+            }
+        }
+        Ok(list)
+    }
+
+    /// History: messages with seq > after, ascending, at most `limit`.
+    pub async fn history(
+        &self,
+        id: &str,
+        caller: &Caller<'_>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, ConsultError> {
+        self.get(id, caller).await?;
+        let store = self.store.clone();
+        let key = id.to_owned();
+        Ok(smol::unblock(move || store.messages_after(&key, after, limit)).await?)
+    }
+
+    /// Subscribes `outbox` to consultation `id` in replay mode. Returns the record; if it is
+    /// open, the caller replays history, then calls [`Consults::go_live`].
+    pub async fn join(
+        &self,
+        id: &str,
+        caller: &Caller<'_>,
+        outbox: &Outbox,
+    ) -> Result<Consultation, ConsultError> {
+        let record = self.get(id, caller).await?;
+        if record.state == ConsultState::Open {
+            if let Some(room) = self.room(id) {
+                room.subscribe(caller.user, outbox);
+            }
+        }
+        Ok(record)
+    }
+
+    /// Ends `session_id`'s replay of `id` after seq `replayed`; returns the presence frames the
+    /// joiner should see and the consultation's last seq.
+    pub fn go_live(&self, id: &str, session_id: u64, replayed: u64) -> (Vec<Bytes>, Option<u64>) {
+        match self.room(id) {
+            Some(room) => (room.go_live(session_id, replayed), Some(room.last_seq())),
+            None => (Vec::new(), None),
+        }
+    }
+
+    /// Stops live delivery of `id` to `session_id`.
+    pub fn leave(&self, id: &str, session_id: u64) -> bool {
+        self.room(id)
+            .is_some_and(|room| room.unsubscribe(session_id))
+    }
+
+    /// Stores a message durably and relays it to every other joined socket (invariant 2).
+    pub async fn send(
+        &self,
+        caller: &Caller<'_>,
+        msg: Outgoing<'_>,
+    ) -> Result<Appended, ConsultError> {
+        let Some(room) = self.room(msg.consultation) else {
+            // Not open in memory: closed, missing, or not the caller's.
+            let record = self.get(msg.consultation, caller).await?;
+            return Err(match record.state {
+                ConsultState::Closed => ConsultError::Closed,
+                ConsultState::Open => ConsultError::NotFound,
+            });
+        };
+        if !room.is_member(caller.user) {
+            // Admins read any consultation; they never write into one.
+            return Err(if caller.admin {
+                ConsultError::Forbidden
+            } else {
+                ConsultError::NotFound
+            });
+        }
+        let started = std::time::Instant::now();
+        let appended = self
+            .store
+            .append_message(NewMessage {
+                consultation: msg.consultation.to_owned(),
+                from: caller.user.to_owned(),
+                role: caller.role.to_owned(),
+                body: msg.body.to_owned(),
+                client_id: msg.client_id.to_owned(),
+                ts_ms: msg.ts_ms,
+                traceparent: msg.traceparent.to_owned(),
+            })
+            .await?;
+        self.metrics.observe_commit(started.elapsed().as_secs_f64());
+        if !appended.duplicate {
+            self.metrics.inc_stored(1);
+            let m = &appended.message;
+            {
+                let mut record = room.record.borrow_mut();
+                record.last_seq = record.last_seq.max(m.seq);
+                record.last_message_at_ms = m.ts_ms;
+            }
+            room.idle.reset_after(self.times.get().idle_ms);
+            let relayed = room.deliver(m.seq, message_frame(m), msg.session_id);
+            self.metrics.inc_relayed(relayed as u64);
+        }
+        Ok(appended)
+    }
+
+    /// A member closes the consultation.
+    pub async fn close(&self, id: &str, caller: &Caller<'_>) -> Result<Consultation, ConsultError> {
+        let record = self.get(id, caller).await?;
+        if caller.admin && record.patient != caller.user && record.doctor != caller.user {
+            return Err(ConsultError::Forbidden);
+        }
+        if record.state == ConsultState::Closed {
+            return Err(ConsultError::Closed);
+        }
+        self.close_with(id, "closed_by_member").await
+    }
+
+    async fn close_with(&self, id: &str, reason: &str) -> Result<Consultation, ConsultError> {
+        let now_ms = self.server.timers().unix_ms();
+        let record = self.store.close_consultation(id, reason, now_ms).await?;
+        let room = self.rooms.borrow_mut().remove(id);
+        if let Some(room) = room {
+            room.close_all(reason);
+            log::info!(
+                "event=consultation_closed consultation={id} reason={reason} scope={}",
+                room.scope.path()
+            );
+            room.scope.cancel(CancelReason::Finished);
+        }
+        Ok(record)
+    }
+
+    fn room(&self, id: &str) -> Option<Rc<Room>> {
+        self.rooms.borrow().get(id).cloned()
+    }
+
+    /// Creates the live state and scope of an open consultation, with its two deadlines.
+    fn open_room(&self, record: Consultation) {
+        let times = self.times.get();
+        let clock = self.server.timers().clock();
+        let idle_at =
+            clock.tick_at_unix_ms(record.last_message_at_ms.saturating_add(times.idle_ms));
+        let limit_at = clock.tick_at_unix_ms(record.created_at_ms.saturating_add(times.limit_ms));
+        let scope = self.server.child(ScopeKind::Consultation, &record.id);
+        let idle = scope.deadline("consult_idle", idle_at);
+        let limit = scope.deadline("consult_limit", limit_at);
+        let watch = scope.cancelled();
+        let id = record.id.clone();
+        let room = Rc::new(Room::new(record, scope, idle, limit));
+        self.rooms.borrow_mut().insert(id.clone(), room);
+        let consults = self.self_weak.borrow().clone();
+        // The watcher lives in the server scope: the consultation's own scope is what ends.
+        self.server.spawn(async move {
+            let reason = match watch.await {
+                CancelReason::Deadline("consult_idle") => "idle",
+                CancelReason::Deadline("consult_limit") => "time_limit",
+                _ => return,
+            };
+            if let Some(consults) = consults.upgrade() {
+                if let Err(error) = consults.close_with(&id, reason).await {
+                    log::warn!("event=consultation_close_failed consultation={id} error={error:?}");
+                }
+            }
+        });
+    }
+}
+
+fn visible(record: Consultation, caller: &Caller<'_>) -> Result<Consultation, ConsultError> {
+    if caller.admin || record.patient == caller.user || record.doctor == caller.user {
+        Ok(record)
+    } else {
+        Err(ConsultError::NotFound)
+    }
+}
+
+/// The `message` frame of a stored message, serialised once.
+pub fn message_frame(m: &StoredMessage) -> Bytes {
+    let ts = rfc3339_ms(m.ts_ms);
+    ServerFrame::Message {
+        consultation: &m.consultation,
+        seq: m.seq,
+        from: &m.from,
+        role: &m.role,
+        body: &m.body,
+        client_id: &m.client_id,
+        ts: &ts,
+        traceparent: &m.traceparent,
+    }
+    .to_json()
+    .into()
+}

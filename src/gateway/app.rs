@@ -6,12 +6,17 @@
 //! 2. Settings are read per connection/session at its start; a reload swaps them for new ones.
 
 use super::routes::{self, HandlerFn};
+use super::wiring;
+use crate::auth::{Keys, LiveSessions, Revocations, Revoker};
 use crate::config::Settings;
+use crate::consult::Consults;
 use crate::http::server::{AcceptPolicy, ConnCounter};
 use crate::http::{ApiError, ConnLimits, HeadLimits, HttpError, Method, Reply, Request, Response};
 use crate::http::{Routed, Router, Service};
 use crate::observe::Metrics;
 use crate::scope::{Runtime, Scope, Signal};
+use crate::store::Store;
+use crate::ws::SessionCtx;
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
@@ -22,29 +27,85 @@ pub struct App {
     pub rt: Rc<Runtime>,
     /// The server scope: connections, sessions and consultations live under it.
     pub server: Rc<Scope>,
-    /// Cancelled when shutdown starts: accepting stops, idle keep-alive connections close,
+    /// Fired when shutdown starts: accepting stops, idle keep-alive connections close,
     /// in-flight requests finish and then close.
     pub drain: Signal,
-    pub metrics: Metrics,
+    pub metrics: Rc<Metrics>,
     pub connections: ConnCounter,
+    pub keys: Rc<Keys>,
+    pub revocations: Rc<Revocations>,
+    pub live: Rc<LiveSessions>,
+    pub store: Store,
+    pub consults: Rc<Consults>,
+    pub sessions: Rc<SessionCtx>,
+    pub revoker: Revoker,
     router: Router<HandlerFn>,
 }
 
 impl App {
-    pub fn new(settings: Settings, rt: Rc<Runtime>, server: Rc<Scope>) -> App {
+    pub fn new(
+        settings: Settings,
+        rt: Rc<Runtime>,
+        server: Rc<Scope>,
+        keys: Keys,
+        store: Store,
+        revocations: Revocations,
+    ) -> App {
+        let metrics = Rc::new(Metrics::new());
+        let keys = Rc::new(keys);
+        let revocations = Rc::new(revocations);
+        let live = Rc::new(LiveSessions::default());
+        let consults = Consults::new(
+            store.clone(),
+            server.clone(),
+            metrics.clone(),
+            wiring::consult_times(&settings),
+        );
+        let sessions = Rc::new(SessionCtx::new(
+            keys.clone(),
+            revocations.clone(),
+            live.clone(),
+            consults.clone(),
+            metrics.clone(),
+            server.clone(),
+            wiring::session_settings(&settings),
+            settings.allowed_origins.clone(),
+        ));
+        let revoker = Revoker {
+            store: store.clone(),
+            revocations: revocations.clone(),
+            live: live.clone(),
+        };
         App {
             settings: RefCell::new(settings),
             rt,
             server,
             drain: Signal::default(),
-            metrics: Metrics::new(),
+            metrics,
             connections: ConnCounter::default(),
+            keys,
+            revocations,
+            live,
+            store,
+            consults,
+            sessions,
+            revoker,
             router: routes::router(),
         }
     }
 
     pub fn settings(&self) -> std::cell::Ref<'_, Settings> {
         self.settings.borrow()
+    }
+
+    /// Applies reloaded settings to everything that starts from now on.
+    pub fn apply(&self, settings: Settings) {
+        self.sessions
+            .settings
+            .set(wiring::session_settings(&settings));
+        *self.sessions.allowed_origins.borrow_mut() = settings.allowed_origins.clone();
+        self.consults.set_times(wiring::consult_times(&settings));
+        *self.settings.borrow_mut() = settings;
     }
 }
 
@@ -133,7 +194,7 @@ pub fn error_reply(error: ApiError) -> Reply {
     Reply::Response(HttpError::from(error).to_response())
 }
 
-/// A 200 JSON response.
+/// A JSON response.
 pub fn json_reply(status: u16, value: &impl serde::Serialize) -> Reply {
     Reply::Response(Response::json(status, value))
 }

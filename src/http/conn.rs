@@ -197,8 +197,10 @@ pub async fn serve_connection(
         match scope.run(next_request(&mut conn)).await {
             Ok(Ok(Some(head))) => {
                 match handle_one(&scope, &mut conn, head, &*service).await {
-                    Ok(Some(then)) => {
-                        // Upgraded: the socket leaves this scope.
+                    Ok(Some((then, request_scope))) => {
+                        // Upgraded: the socket leaves this scope. The continuation re-parents
+                        // the session while its request scope still exists; only then does
+                        // the request end.
                         let Conn {
                             stream, buf, peer, ..
                         } = conn;
@@ -208,6 +210,7 @@ pub async fn serve_connection(
                             peer,
                             guard,
                         });
+                        drop(request_scope);
                         return;
                     }
                     Ok(None) => {}
@@ -294,14 +297,17 @@ async fn next_request(conn: &mut Conn) -> Result<Option<RequestHead>, HttpError>
     }
 }
 
+/// What follows a successful upgrade: the continuation and the request scope it came from.
+type Upgrade = (Box<dyn FnOnce(Upgraded)>, Scope);
+
 /// Reads the body, runs the handler in a request scope, writes the response.
-/// `Ok(Some(then))`: upgraded. `Err(())`: the connection must close.
+/// `Ok(Some(..))`: upgraded. `Err(())`: the connection must close.
 async fn handle_one(
     conn_scope: &Scope,
     conn: &mut Conn,
     head: RequestHead,
     service: &dyn Service,
-) -> Result<Option<Box<dyn FnOnce(Upgraded)>>, ()> {
+) -> Result<Option<Upgrade>, ()> {
     let started = std::time::Instant::now();
     let keep_alive = head.keep_alive;
     let is_head = head.method == Method::Head;
@@ -374,12 +380,11 @@ async fn handle_one(
         started.elapsed().as_micros() as u64,
         request_scope.id(),
     );
-    drop(request_scope);
     if written.is_err() {
         return Err(());
     }
     match upgrade {
-        Some(then) => Ok(Some(then)),
+        Some(then) => Ok(Some((then, request_scope))),
         None if keep => Ok(None),
         None => Err(()),
     }
@@ -452,4 +457,17 @@ async fn watch_peer(conn: &mut Conn, request_scope: &Scope) {
             Ok(_) => {}
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header: `None` without the header,
+/// `Some(None)` when it is there but not a bearer token.
+pub fn bearer_token(headers: &crate::http::Headers) -> Option<Option<&str>> {
+    let value = headers.get("authorization")?;
+    let value = value.trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Some(None);
+    }
+    let token = token.trim();
+    Some((!token.is_empty()).then_some(token))
 }

@@ -43,7 +43,7 @@ pub mod router;
 pub mod server;
 
 pub use body::{BodyProgress, BodyReader, ChunkProgress, ChunkedDecoder, LengthReader};
-pub use conn::{ConnLimits, Reply, Request, Service, Upgraded};
+pub use conn::{bearer_token, ConnLimits, Reply, Request, Service, Upgraded};
 pub use error::{ApiError, ApiErrorKind, HttpError};
 pub use head::{parse_head, BodyKind, HeadLimits, Headers, Method, Parsed, RequestHead};
 pub use response::Response;

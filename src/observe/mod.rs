@@ -14,6 +14,7 @@ pub mod histogram;
 pub mod log;
 pub mod metrics;
 pub mod prom;
+pub mod time;
 pub mod trace;
 
 pub use self::log::{init_logging, LogValue};

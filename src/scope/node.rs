@@ -305,6 +305,15 @@ impl Scope {
         self.node.cancel(reason);
     }
 
+    /// True when `parent` is this scope's parent.
+    pub fn is_child_of(&self, parent: &Scope) -> bool {
+        self.node
+            .parent
+            .borrow()
+            .as_ref()
+            .is_some_and(|(p, _)| Rc::ptr_eq(p, &parent.node))
+    }
+
     pub fn is_cancelled(&self) -> bool {
         self.node.is_cancelled()
     }

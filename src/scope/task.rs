@@ -102,7 +102,20 @@ impl Scope {
         F: FnOnce(Scope) -> Fut,
         Fut: Future<Output = ()> + 'static,
     {
-        let child = self.child(kind, label);
+        self.spawn_with(self.child(kind, label), f)
+    }
+
+    /// Adopts `child` (re-parenting it under this scope) and spawns `f(child)` as a task owned by
+    /// this scope, as [`Scope::spawn_child`] does for a new child. This is how an upgraded
+    /// WebSocket session moves from its request to the server.
+    pub fn spawn_with<F, Fut>(&self, child: Scope, f: F) -> ScopeRef
+    where
+        F: FnOnce(Scope) -> Fut,
+        Fut: Future<Output = ()> + 'static,
+    {
+        if !child.is_child_of(self) {
+            child.reparent(&self.downgrade());
+        }
         let child_ref = child.downgrade();
         let fut = f(child);
         let panic_ref = child_ref.clone();

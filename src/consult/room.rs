@@ -1,0 +1,241 @@
+//! The live state of one open consultation: its scope and timers, the sockets that joined it,
+//! presence, and in-order fan-out.
+//!
+//! # Invariants
+//! 1. Messages are fanned out in seq order, each exactly once per live subscriber: a commit
+//!    that completes out of order waits in `pending` until the gap before it is delivered.
+//! 2. A subscriber that is still replaying history buffers live frames instead of receiving them;
+//!    `go_live` hands over only frames with a seq above what it replayed — no gap, no duplicate.
+//! 3. `online[user]` counts that user's live subscribed sockets; `presence` is told when it goes
+//!    0 → 1 or 1 → 0.
+//!
+//! # Implementation
+//! A frame is serialised once into shared `Bytes` and queued to every recipient's outbox.
+
+use super::frames::ServerFrame;
+use super::outbox::Outbox;
+use crate::scope::{Scope, ScopeTimer};
+use crate::store::Consultation;
+use bytes::Bytes;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+
+/// Live frames a replaying subscriber may buffer before it counts as a slow consumer.
+pub const MAX_REPLAY_BUFFER: usize = 1024;
+
+enum SubState {
+    /// Replaying history; live frames wait here with their seq.
+    Replaying(Vec<(u64, Bytes)>),
+    Live,
+}
+
+struct Subscriber {
+    user: String,
+    outbox: Outbox,
+    state: SubState,
+}
+
+pub struct Room {
+    pub id: String,
+    pub record: RefCell<Consultation>,
+    /// The consultation's own scope under the server: its timers live here, not on a socket.
+    pub scope: Scope,
+    pub idle: ScopeTimer,
+    pub limit: ScopeTimer,
+    subscribers: RefCell<Vec<Subscriber>>,
+    online: RefCell<HashMap<String, usize>>,
+    /// Highest seq fanned out (invariant 1).
+    delivered: Cell<u64>,
+    /// Committed frames waiting for an earlier seq to be delivered.
+    pending: RefCell<BTreeMap<u64, Bytes>>,
+}
+
+impl Room {
+    pub fn new(record: Consultation, scope: Scope, idle: ScopeTimer, limit: ScopeTimer) -> Room {
+        let delivered = record.last_seq;
+        Room {
+            id: record.id.clone(),
+            record: RefCell::new(record),
+            scope,
+            idle,
+            limit,
+            subscribers: RefCell::new(Vec::new()),
+            online: RefCell::new(HashMap::new()),
+            delivered: Cell::new(delivered),
+            pending: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn is_member(&self, user: &str) -> bool {
+        let r = self.record.borrow();
+        r.patient == user || r.doctor == user
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.delivered.get()
+    }
+
+    /// Adds a socket that will replay history first (invariant 2). A socket already subscribed
+    /// starts over (a second `join` replays again).
+    pub fn subscribe(&self, user: &str, outbox: &Outbox) {
+        self.unsubscribe(outbox.session_id);
+        self.subscribers.borrow_mut().push(Subscriber {
+            user: user.to_owned(),
+            outbox: outbox.clone(),
+            state: SubState::Replaying(Vec::new()),
+        });
+    }
+
+    /// Ends the replay of `session_id` after seq `replayed`: buffered frames above it go out,
+    /// then live delivery. Returns the presence frames the joiner should see (other members
+    /// online), after telling the others when this user just came online.
+    pub fn go_live(&self, session_id: u64, replayed: u64) -> Vec<Bytes> {
+        let mut user = None;
+        {
+            let mut subs = self.subscribers.borrow_mut();
+            if let Some(sub) = subs.iter_mut().find(|s| s.outbox.session_id == session_id) {
+                if let SubState::Replaying(buffer) =
+                    std::mem::replace(&mut sub.state, SubState::Live)
+                {
+                    for (seq, frame) in buffer {
+                        if seq > replayed && !sub.outbox.push(frame) {
+                            break;
+                        }
+                    }
+                }
+                user = Some(sub.user.clone());
+            }
+        }
+        let Some(user) = user else {
+            return Vec::new();
+        };
+        let first = {
+            let mut online = self.online.borrow_mut();
+            let count = online.entry(user.clone()).or_insert(0);
+            *count += 1;
+            *count == 1
+        };
+        if first {
+            self.broadcast_except(session_id, &self.presence_frame(&user, true));
+        }
+        self.online
+            .borrow()
+            .keys()
+            .filter(|u| **u != user)
+            .map(|u| self.presence_frame(u, true))
+            .collect()
+    }
+
+    /// Removes `session_id`'s subscription; true if it had one.
+    pub fn unsubscribe(&self, session_id: u64) -> bool {
+        let removed = {
+            let mut subs = self.subscribers.borrow_mut();
+            let Some(index) = subs.iter().position(|s| s.outbox.session_id == session_id) else {
+                return false;
+            };
+            subs.swap_remove(index)
+        };
+        if matches!(removed.state, SubState::Live) {
+            let last = {
+                let mut online = self.online.borrow_mut();
+                let count = online.entry(removed.user.clone()).or_insert(1);
+                *count = count.saturating_sub(1);
+                let last = *count == 0;
+                if last {
+                    online.remove(&removed.user);
+                }
+                last
+            };
+            if last {
+                self.broadcast_except(session_id, &self.presence_frame(&removed.user, false));
+            }
+        }
+        true
+    }
+
+    /// Fans out the committed message `seq` (invariant 1) to every subscriber except the
+    /// sending socket. Returns how many sockets it was queued to.
+    pub fn deliver(&self, seq: u64, frame: Bytes, sender_session: u64) -> usize {
+        self.pending.borrow_mut().insert(seq, frame);
+        let mut relayed = 0;
+        // Bounded by the pending map, which only holds committed messages.
+        loop {
+            let next = self.delivered.get() + 1;
+            let Some(frame) = self.pending.borrow_mut().remove(&next) else {
+                break;
+            };
+            self.delivered.set(next);
+            relayed += self.fan_out(next, &frame, sender_session);
+        }
+        if seq <= self.delivered.get() {
+            self.pending
+                .borrow_mut()
+                .retain(|s, _| *s > self.delivered.get());
+        }
+        relayed
+    }
+
+    fn fan_out(&self, seq: u64, frame: &Bytes, sender_session: u64) -> usize {
+        let mut count = 0;
+        let mut subs = self.subscribers.borrow_mut();
+        for sub in subs.iter_mut() {
+            if sub.outbox.session_id == sender_session {
+                continue;
+            }
+            match &mut sub.state {
+                SubState::Live => {
+                    if sub.outbox.push(frame.clone()) {
+                        count += 1;
+                    }
+                }
+                SubState::Replaying(buffer) => {
+                    if buffer.len() >= MAX_REPLAY_BUFFER {
+                        // Like a full queue: the session closes (4029) and resumes later.
+                        sub.outbox.overflow();
+                        continue;
+                    }
+                    buffer.push((seq, frame.clone()));
+                }
+            }
+        }
+        count
+    }
+
+    /// Queues `frame` to every live subscriber but `except`.
+    pub fn broadcast_except(&self, except: u64, frame: &Bytes) {
+        for sub in self.subscribers.borrow().iter() {
+            if sub.outbox.session_id != except && matches!(sub.state, SubState::Live) {
+                sub.outbox.push(frame.clone());
+            }
+        }
+    }
+
+    /// Tells every subscriber the consultation closed, and drops them all.
+    pub fn close_all(&self, reason: &str) {
+        let frame: Bytes = ServerFrame::ConsultationClosed {
+            consultation: &self.id,
+            reason,
+        }
+        .to_json()
+        .into();
+        let subs = std::mem::take(&mut *self.subscribers.borrow_mut());
+        for sub in subs {
+            sub.outbox.push(frame.clone());
+        }
+        self.online.borrow_mut().clear();
+    }
+
+    fn presence_frame(&self, user: &str, online: bool) -> Bytes {
+        ServerFrame::Presence {
+            consultation: &self.id,
+            user,
+            online,
+        }
+        .to_json()
+        .into()
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.borrow().len()
+    }
+}

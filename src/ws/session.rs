@@ -1,0 +1,791 @@
+//! One WebSocket session: authentication, the frame loop, commands, deadlines, and the close.
+//!
+//! # Invariants
+//! 1. The task owns the socket; it is the only writer. Other parts reach it through its outbox.
+//! 2. Each deadline of SPEC §5 is a named timer of the session scope: `auth` (first-frame auth
+//!    only), `heartbeat` (read deadline, re-armed by every frame), `idle` (re-armed by join, send,
+//!    leave), `token` (re-armed by renew), `session_limit`, `write_stall` (armed during each
+//!    write). Alarms `ping` and `token_expiring` only wake the loop.
+//! 3. When the scope is cancelled, the socket is closed with the code for the reason
+//!    ([`super::close::for_reason`]), and that code is logged and counted.
+//! 4. A panic while handling a frame closes only this socket, with 1011.
+//!
+//! # Implementation
+//! One loop selects, in priority order, on: cancellation, an incoming frame, an outbound frame,
+//! the ping alarm, the token-expiry warning. Commands run one at a time, so a socket's acks come
+//! in the order of its sends.
+
+use super::close;
+use super::frames::{decode_client_frame, ClientFrame, FrameError, ServerFrame};
+use super::limits::{BadFrames, SendBucket};
+use super::{SessionCtx, SessionSettings};
+use crate::auth::{AuthError, Claims, LiveGuard, TokenType};
+use crate::consult::outbox::{outbox, Outbox, OutboxRx};
+use crate::consult::{Caller, ConsultError, Outgoing, REPLAY_PAGE};
+use crate::http::Upgraded;
+use crate::observe::TraceParent;
+use crate::scope::{CancelReason, Scope, ScopeTimer};
+use async_io::Async;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use async_tungstenite::WebSocketStream;
+use bytes::Bytes;
+use smol::future::FutureExt;
+use smol::stream::StreamExt;
+use std::collections::HashSet;
+use std::net::TcpStream;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+
+/// tungstenite reads in chunks of this size: chat frames are small, and its 128 KiB default
+/// costs 128 KiB of RSS per idle socket once the first read fills it.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Frames are written straight through (no write-side coalescing buffer to pay for per socket).
+pub const WRITE_BUFFER_BYTES: usize = 0;
+/// How long a close handshake may take before the socket is simply dropped.
+pub const CLOSE_GRACE_MS: u64 = 1000;
+/// Outbound frames written per turn before incoming frames are looked at again.
+const OUTBOX_BATCH: usize = 32;
+/// Rate-limited sends beyond this many per bad-frame window count as abuse (close 1008).
+const RATE_LIMITED_ABUSE_FACTOR: u32 = 5;
+
+/// What the session does with frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The consultation protocol.
+    Chat,
+    /// `/debug/echo`: same machinery, frames echoed (conformance testing).
+    Echo,
+}
+
+type Ws = WebSocketStream<Async<TcpStream>>;
+
+/// How the loop ended.
+enum End {
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+    /// The peer is gone or closed; nothing more to send.
+    Gone,
+}
+
+struct Session {
+    ctx: Rc<SessionCtx>,
+    scope: Scope,
+    ws: Ws,
+    id: u64,
+    mode: Mode,
+    settings: SessionSettings,
+    trace: TraceParent,
+    /// The verified claims, copied in (invariant of the module: nothing of the request lives on).
+    claims: Option<Claims>,
+    live: Option<LiveGuard>,
+    outbox: Outbox,
+    outbox_rx: OutboxRx,
+    joined: HashSet<String>,
+    heartbeat: ScopeTimer,
+    ping: ScopeTimer,
+    write_stall: ScopeTimer,
+    _session_limit: ScopeTimer,
+    auth_deadline: Option<ScopeTimer>,
+    idle: Option<ScopeTimer>,
+    token: Option<ScopeTimer>,
+    expiring: Option<ScopeTimer>,
+    bucket: SendBucket,
+    bad_frames: BadFrames,
+    rate_limited: BadFrames,
+}
+
+/// The WebSocket configuration for small devices.
+pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(max_message_bytes * 4)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+/// Runs a session on an upgraded socket inside `scope` until it closes.
+pub async fn run(
+    scope: Scope,
+    ctx: Rc<SessionCtx>,
+    upgraded: Upgraded,
+    claims: Option<Claims>,
+    trace: TraceParent,
+    mode: Mode,
+) {
+    let settings = ctx.settings.get();
+    let Upgraded {
+        stream,
+        leftover,
+        guard,
+        peer,
+    } = upgraded;
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        leftover,
+        Role::Server,
+        Some(ws_config(settings.max_message_bytes)),
+    )
+    .await;
+    ctx.metrics.inc_upgrade();
+    let id = ctx.next_session_id();
+    let now = scope.now();
+    let (outbox, outbox_rx) = outbox(
+        id,
+        scope.downgrade(),
+        settings.outbound_queue_messages,
+        settings.outbound_queue_bytes,
+    );
+    let auth_deadline = (claims.is_none() && mode == Mode::Chat)
+        .then(|| scope.deadline("auth", now + settings.auth_timeout_ms));
+    let mut session = Session {
+        heartbeat: scope.deadline("heartbeat", now + settings.read_timeout_ms),
+        ping: scope.alarm("ping", now + settings.heartbeat_ms),
+        write_stall: scope.deadline("write_stall", u64::MAX),
+        _session_limit: scope.deadline("session_limit", now + settings.session_limit_ms),
+        auth_deadline,
+        idle: None,
+        token: None,
+        expiring: None,
+        bucket: SendBucket::new(settings.send_rate_per_s, settings.send_burst, now),
+        bad_frames: BadFrames::new(settings.bad_frames_max, settings.bad_frames_window_ms, now),
+        rate_limited: BadFrames::new(
+            settings.bad_frames_max * RATE_LIMITED_ABUSE_FACTOR,
+            settings.bad_frames_window_ms,
+            now,
+        ),
+        ctx,
+        scope,
+        ws,
+        id,
+        mode,
+        settings,
+        trace,
+        claims: None,
+        live: None,
+        outbox,
+        outbox_rx,
+        joined: HashSet::new(),
+    };
+    session.write_stall.cancel();
+    log::info!(
+        "event=ws_open session={id} peer={peer} mode={mode:?} scope={} trace_id={}",
+        session.scope.path(),
+        session.trace.trace_id_hex()
+    );
+    let end = match claims {
+        Some(claims) => match session.authenticated(claims).await {
+            Ok(()) => session.run_loop().await,
+            Err(end) => end,
+        },
+        None => session.run_loop().await,
+    };
+    session.finish(end).await;
+    drop(guard);
+}
+
+enum Event {
+    Cancelled(CancelReason),
+    Incoming(Option<Result<Message, WsError>>),
+    Outgoing(Option<Bytes>),
+    Ping,
+    Expiring,
+}
+
+impl Session {
+    async fn run_loop(&mut self) -> End {
+        loop {
+            let event = {
+                let Session {
+                    scope,
+                    ws,
+                    outbox_rx,
+                    ping,
+                    expiring,
+                    ..
+                } = &mut *self;
+                let cancelled = async { Event::Cancelled(scope.cancelled().await) };
+                let incoming = async { Event::Incoming(ws.next().await) };
+                let outgoing = async { Event::Outgoing(outbox_rx.recv().await) };
+                let ping = async {
+                    ping.fired().await;
+                    Event::Ping
+                };
+                let expiring = async {
+                    match expiring {
+                        Some(timer) => timer.fired().await,
+                        None => std::future::pending().await,
+                    }
+                    Event::Expiring
+                };
+                cancelled
+                    .or(incoming)
+                    .or(outgoing)
+                    .or(ping)
+                    .or(expiring)
+                    .await
+            };
+            let step = match event {
+                Event::Cancelled(reason) => Err(self.end_for(&reason)),
+                Event::Incoming(None) => Err(End::Gone),
+                Event::Incoming(Some(frame)) => self.on_incoming(frame).await,
+                Event::Outgoing(Some(frame)) => self.flush_outbox(frame).await,
+                Event::Outgoing(None) => Err(End::Close(close::SLOW_CONSUMER, "slow consumer")),
+                Event::Ping => {
+                    self.ping.reset_after(self.settings.heartbeat_ms);
+                    self.write(Message::Ping(Bytes::new())).await
+                }
+                Event::Expiring => self.warn_expiring().await,
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    fn end_for(&self, reason: &CancelReason) -> End {
+        match close::for_reason(reason) {
+            Some((code, text)) => End::Close(code, text),
+            None => End::Gone,
+        }
+    }
+
+    // ---------------------------------------------------------------- incoming
+
+    async fn on_incoming(&mut self, frame: Result<Message, WsError>) -> Result<(), End> {
+        let message = match frame {
+            Ok(message) => message,
+            Err(WsError::Capacity(_)) => return Err(End::Close(close::TOO_BIG, "message too big")),
+            Err(WsError::Utf8(_)) => {
+                return Err(End::Close(close::INVALID_PAYLOAD, "invalid UTF-8"))
+            }
+            Err(WsError::Protocol(_)) => {
+                return Err(End::Close(close::PROTOCOL_ERROR, "protocol error"))
+            }
+            Err(_) => return Err(End::Gone),
+        };
+        // Any frame from the client proves it is there (invariant 2).
+        self.heartbeat.reset_after(self.settings.read_timeout_ms);
+        match message {
+            Message::Text(text) => {
+                if self.mode == Mode::Echo {
+                    return self.write(Message::Text(text)).await;
+                }
+                let handled = AssertUnwindSafe(self.on_text(text.as_str()))
+                    .catch_unwind()
+                    .await;
+                match handled {
+                    Ok(result) => result,
+                    Err(payload) => {
+                        log::error!(
+                            "event=panic session={} scope={} panic={:?}",
+                            self.id,
+                            self.scope.path(),
+                            crate::scope::task::panic_message(&*payload)
+                        );
+                        Err(End::Close(close::INTERNAL, "internal error"))
+                    }
+                }
+            }
+            Message::Binary(data) => {
+                if self.mode == Mode::Echo {
+                    return self.write(Message::Binary(data)).await;
+                }
+                Err(End::Close(
+                    close::UNSUPPORTED_DATA,
+                    "binary frames are not supported",
+                ))
+            }
+            Message::Close(_) => {
+                // tungstenite answers the close; keep polling so the answer is flushed.
+                self.drain_close().await;
+                Err(End::Gone)
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        let frame = match decode_client_frame(text) {
+            Ok(frame) => frame,
+            Err(error) => return self.bad_frame(error).await,
+        };
+        if self.claims.is_none() {
+            // Before authentication only `auth` is accepted; anything else is a bad auth.
+            return match frame {
+                ClientFrame::Auth { token } => self.first_frame_auth(&token).await,
+                _ => Err(End::Close(close::POLICY, "authenticate first")),
+            };
+        }
+        match frame {
+            ClientFrame::Auth { .. } => {
+                self.error("bad_request", "already authenticated", Some("auth"))
+                    .await
+            }
+            ClientFrame::Join {
+                consultation,
+                after,
+            } => {
+                self.touch_idle();
+                self.join(&consultation, after).await
+            }
+            ClientFrame::Leave { consultation } => {
+                self.touch_idle();
+                self.ctx.consults.leave(&consultation, self.id);
+                self.joined.remove(&consultation);
+                Ok(())
+            }
+            ClientFrame::Send {
+                consultation,
+                client_id,
+                body,
+                traceparent,
+            } => {
+                self.touch_idle();
+                self.send(&consultation, &client_id, &body, traceparent.as_deref())
+                    .await
+            }
+            ClientFrame::Renew { token } => self.renew(&token).await,
+            ClientFrame::DebugPanic if self.settings.dev => {
+                panic!("debug_panic: deliberate session panic")
+            }
+            ClientFrame::DebugPanic => {
+                self.bad_frame(FrameError::UnknownType(Some("debug_panic".into())))
+                    .await
+            }
+        }
+    }
+
+    async fn bad_frame(&mut self, error: FrameError) -> Result<(), End> {
+        if self.claims.is_none() && self.mode == Mode::Chat {
+            return Err(End::Close(close::POLICY, "bad auth frame"));
+        }
+        if error.is_bad_frame() && self.bad_frames.record(self.scope.now()) {
+            return Err(End::Close(close::POLICY, "too many bad frames"));
+        }
+        let reference = match &error {
+            FrameError::UnknownType(r) => r.clone(),
+            _ => None,
+        };
+        let message = error.to_string();
+        self.error(error.code(), &message, reference.as_deref())
+            .await
+    }
+
+    // ---------------------------------------------------------------- auth
+
+    async fn first_frame_auth(&mut self, token: &str) -> Result<(), End> {
+        let now = self.ctx.server.timers().unix_s();
+        match self
+            .ctx
+            .keys
+            .verify(token, TokenType::Access, now, &self.ctx.revocations)
+        {
+            Ok(claims) => {
+                self.auth_deadline = None;
+                self.authenticated(claims).await
+            }
+            Err(error) => {
+                self.auth_failed(error);
+                Err(End::Close(close::POLICY, "bad token"))
+            }
+        }
+    }
+
+    fn auth_failed(&self, error: AuthError) {
+        self.ctx.metrics.inc_auth_failure(error.reason());
+        log::info!(
+            "event=auth_failed via=ws reason={} session={} scope={}",
+            error.reason(),
+            self.id,
+            self.scope.path()
+        );
+    }
+
+    /// Takes the verified claims: arms the token, idle and limit deadlines, registers the sid,
+    /// sends `ready`.
+    async fn authenticated(&mut self, claims: Claims) -> Result<(), End> {
+        let now_s = self.ctx.server.timers().unix_s();
+        // A logout may have landed while the 101 was being written.
+        if self.ctx.revocations.is_revoked(&claims.sid, now_s) {
+            return Err(End::Close(close::REVOKED, "token revoked"));
+        }
+        self.scope.set_label(&claims.sub);
+        self.live = Some(
+            self.ctx
+                .live
+                .register(&claims.sid, self.id, self.scope.downgrade()),
+        );
+        let now = self.scope.now();
+        self.idle = Some(
+            self.scope
+                .deadline("idle", now + self.settings.idle_timeout_ms),
+        );
+        let (token_at, expiring_at) = self.token_ticks(claims.exp);
+        self.token = Some(self.scope.deadline("token", token_at));
+        self.expiring = Some(self.scope.alarm("token_expiring", expiring_at));
+        self.ctx.metrics.session_started();
+        let ready = ServerFrame::Ready {
+            session: self.id,
+            user: &claims.sub,
+            role: claims.role.as_str(),
+            token_exp: claims.exp,
+            heartbeat_s: self.settings.heartbeat_ms / 1000,
+            idle_timeout_s: self.settings.idle_timeout_ms / 1000,
+        }
+        .to_json();
+        log::info!(
+            "event=ws_authenticated session={} user={} role={} scope={} trace_id={}",
+            self.id,
+            crate::observe::LogValue(&claims.sub),
+            claims.role,
+            self.scope.path(),
+            self.trace.trace_id_hex()
+        );
+        self.claims = Some(claims);
+        self.write_text(ready).await
+    }
+
+    /// The `token` deadline and `token_expiring` alarm ticks for an `exp` (unix s).
+    fn token_ticks(&self, exp: u64) -> (u64, u64) {
+        let clock = self.ctx.server.timers().clock();
+        let exp_ms = exp.saturating_mul(1000);
+        (
+            clock.tick_at_unix_ms(exp_ms),
+            clock.tick_at_unix_ms(exp_ms.saturating_sub(self.settings.renew_window_ms)),
+        )
+    }
+
+    async fn warn_expiring(&mut self) -> Result<(), End> {
+        let Some(exp) = self.claims.as_ref().map(|c| c.exp) else {
+            return Ok(());
+        };
+        if let Some(timer) = &self.expiring {
+            timer.cancel();
+        }
+        self.write_text(ServerFrame::TokenExpiring { exp }.to_json())
+            .await
+    }
+
+    async fn renew(&mut self, token: &str) -> Result<(), End> {
+        let now = self.ctx.server.timers().unix_s();
+        let verified = self
+            .ctx
+            .keys
+            .verify(token, TokenType::Access, now, &self.ctx.revocations);
+        let (sub, sid, exp) = match &self.claims {
+            Some(c) => (c.sub.clone(), c.sid.clone(), c.exp),
+            None => return Ok(()),
+        };
+        let fresh = match verified {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                self.auth_failed(error);
+                let code = if error == AuthError::Revoked {
+                    "forbidden"
+                } else {
+                    "bad_request"
+                };
+                return self.error(code, "token refused", Some("renew")).await;
+            }
+        };
+        if fresh.sub != sub || fresh.sid != sid {
+            return self
+                .error("forbidden", "token of another user or login", Some("renew"))
+                .await;
+        }
+        if fresh.exp <= exp {
+            return self
+                .error(
+                    "bad_request",
+                    "token does not extend the session",
+                    Some("renew"),
+                )
+                .await;
+        }
+        let (token_at, expiring_at) = self.token_ticks(fresh.exp);
+        if let Some(t) = &self.token {
+            t.reset(token_at);
+        }
+        if let Some(t) = &self.expiring {
+            t.reset(expiring_at);
+        }
+        let new_exp = fresh.exp;
+        if let Some(claims) = self.claims.as_mut() {
+            claims.exp = new_exp;
+        }
+        log::info!(
+            "event=token_renewed session={} exp={new_exp} scope={}",
+            self.id,
+            self.scope.path()
+        );
+        self.write_text(ServerFrame::Renewed { exp: new_exp }.to_json())
+            .await
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    fn touch_idle(&self) {
+        if let Some(idle) = &self.idle {
+            idle.reset_after(self.settings.idle_timeout_ms);
+        }
+    }
+
+    fn caller(&self) -> Option<(String, String, bool)> {
+        self.claims.as_ref().map(|c| {
+            (
+                c.sub.clone(),
+                c.role.as_str().to_owned(),
+                c.role == crate::auth::Role::Admin,
+            )
+        })
+    }
+
+    async fn join(&mut self, consultation: &str, after: u64) -> Result<(), End> {
+        let Some((user, role, admin)) = self.caller() else {
+            return Ok(());
+        };
+        let caller = Caller {
+            user: &user,
+            role: &role,
+            admin,
+        };
+        let ctx = self.ctx.clone();
+        let record = match ctx.consults.join(consultation, &caller, &self.outbox).await {
+            Ok(record) => record,
+            Err(error) => return self.consult_error(error, "join").await,
+        };
+        // Replay straight to the socket (not through the bounded outbox), page by page.
+        let mut replayed = after;
+        loop {
+            let page = match ctx
+                .consults
+                .history(consultation, &caller, replayed, REPLAY_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    ctx.consults.leave(consultation, self.id);
+                    return self.consult_error(error, "join").await;
+                }
+            };
+            let full = page.len() == REPLAY_PAGE;
+            for message in &page {
+                replayed = replayed.max(message.seq);
+                self.write_frame(crate::consult::message_frame(message))
+                    .await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        let (presence, live_last) = ctx.consults.go_live(consultation, self.id, replayed);
+        let last_seq = live_last.unwrap_or(record.last_seq).max(replayed);
+        let state = if live_last.is_some() {
+            "open"
+        } else {
+            "closed"
+        };
+        if live_last.is_some() {
+            self.joined.insert(consultation.to_owned());
+        }
+        self.write_text(
+            ServerFrame::Joined {
+                consultation,
+                last_seq,
+                state,
+            }
+            .to_json(),
+        )
+        .await?;
+        for frame in presence {
+            self.write_frame(frame).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        consultation: &str,
+        client_id: &str,
+        body: &str,
+        traceparent: Option<&str>,
+    ) -> Result<(), End> {
+        let now = self.scope.now();
+        if !self.bucket.take(now) {
+            if self.rate_limited.record(now) {
+                return Err(End::Close(close::POLICY, "send flood"));
+            }
+            return self
+                .error("rate_limited", "too many sends", Some(client_id))
+                .await;
+        }
+        let Some((user, role, admin)) = self.caller() else {
+            return Ok(());
+        };
+        // W3C trace context: a child span of the client's parent if it sent a valid one, else
+        // of the session's trace. A malformed value is ignored, never echoed.
+        let span = traceparent
+            .and_then(TraceParent::parse)
+            .unwrap_or(self.trace)
+            .child()
+            .to_string();
+        let caller = Caller {
+            user: &user,
+            role: &role,
+            admin,
+        };
+        let ctx = self.ctx.clone();
+        let sent = ctx
+            .consults
+            .send(
+                &caller,
+                Outgoing {
+                    consultation,
+                    client_id,
+                    body,
+                    traceparent: &span,
+                    ts_ms: ctx.server.timers().unix_ms(),
+                    session_id: self.id,
+                },
+            )
+            .await;
+        match sent {
+            Ok(appended) => {
+                let m = &appended.message;
+                self.write_text(
+                    ServerFrame::Ack {
+                        client_id: &m.client_id,
+                        consultation: &m.consultation,
+                        seq: m.seq,
+                    }
+                    .to_json(),
+                )
+                .await
+            }
+            Err(error) => self.consult_error(error, client_id).await,
+        }
+    }
+
+    async fn consult_error(&mut self, error: ConsultError, reference: &str) -> Result<(), End> {
+        let (code, message) = match &error {
+            ConsultError::NotFound => ("not_found", "no such consultation"),
+            ConsultError::Forbidden => ("forbidden", "not allowed"),
+            ConsultError::Closed => ("closed", "the consultation is closed"),
+            ConsultError::Internal(detail) => {
+                log::error!(
+                    "event=consult_failed session={} error={} scope={}",
+                    self.id,
+                    crate::observe::LogValue(detail),
+                    self.scope.path()
+                );
+                ("internal", "internal error, try again")
+            }
+        };
+        self.error(code, message, Some(reference)).await
+    }
+
+    async fn error(
+        &mut self,
+        code: &str,
+        message: &str,
+        reference: Option<&str>,
+    ) -> Result<(), End> {
+        self.write_text(
+            ServerFrame::Error {
+                code,
+                message,
+                reference,
+            }
+            .to_json(),
+        )
+        .await
+    }
+
+    // ---------------------------------------------------------------- writing
+
+    async fn flush_outbox(&mut self, first: Bytes) -> Result<(), End> {
+        self.write_frame(first).await?;
+        for _ in 1..OUTBOX_BATCH {
+            match self.outbox_rx.try_recv() {
+                Some(frame) => self.write_frame(frame).await?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_frame(&mut self, frame: Bytes) -> Result<(), End> {
+        match Utf8Bytes::try_from(frame) {
+            Ok(text) => self.write(Message::Text(text)).await,
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn write_text(&mut self, text: String) -> Result<(), End> {
+        self.write(Message::text(text)).await
+    }
+
+    /// Writes one frame under the `write_stall` deadline (invariant 2).
+    async fn write(&mut self, message: Message) -> Result<(), End> {
+        self.write_stall.reset_after(self.settings.write_stall_ms);
+        let written = self.scope.run(self.ws.send(message)).await;
+        self.write_stall.cancel();
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(reason) => Err(self.end_for(&reason)),
+        }
+    }
+
+    // ---------------------------------------------------------------- closing
+
+    /// Polls after the peer's close frame so tungstenite flushes its answer; bounded.
+    async fn drain_close(&mut self) {
+        let timers = self.ctx.server.timers().clone();
+        let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
+        drain.or(timers.sleep(CLOSE_GRACE_MS)).await;
+    }
+
+    async fn finish(&mut self, end: End) {
+        for consultation in std::mem::take(&mut self.joined) {
+            self.ctx.consults.leave(&consultation, self.id);
+        }
+        self.live = None;
+        if self.claims.is_some() {
+            self.ctx.metrics.session_ended();
+        }
+        let reason = self.scope.reason();
+        let code = match end {
+            End::Close(code, text) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: Utf8Bytes::from_static(text),
+                };
+                let timers = self.ctx.server.timers().clone();
+                let closing = async {
+                    if self.ws.close(Some(frame)).await.is_ok() {
+                        // Wait for the peer's close (or its end) so it gets ours.
+                        while let Some(Ok(_)) = self.ws.next().await {}
+                    }
+                };
+                closing.or(timers.sleep(CLOSE_GRACE_MS)).await;
+                Some(code)
+            }
+            End::Gone => None,
+        };
+        if let Some(code) = code {
+            self.ctx.metrics.inc_close(code);
+        }
+        log::info!(
+            "event=ws_closed session={} code={} reason={} scope={} trace_id={}",
+            self.id,
+            code.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            reason.map_or_else(|| "peer".to_owned(), |r| r.to_string()),
+            self.scope.path(),
+            self.trace.trace_id_hex()
+        );
+    }
+}
