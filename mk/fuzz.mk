@@ -12,7 +12,7 @@
 FUZZ_SECONDS  ?= 60
 FUZZ_RSS_MB   ?= 512
 FUZZ_MALLOC_MB ?= 64
-FUZZ_TARGETS  := http_head chunked traceparent config jwt
+FUZZ_TARGETS  := http_head chunked traceparent config jwt ws_frame
 FUZZ_FLAGS     = -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=$(FUZZ_RSS_MB) \
                  -malloc_limit_mb=$(FUZZ_MALLOC_MB) -print_final_stats=1
 

@@ -23,11 +23,14 @@ mod input;
 mod jwt;
 #[path = "../fuzz/src/traceparent.rs"]
 mod traceparent;
+#[path = "../fuzz/src/ws_frame.rs"]
+mod ws_frame;
 
 use std::path::{Path, PathBuf};
 
 use consult_edge::http::{ChunkedDecoder, HeadLimits};
 use proptest::prelude::*;
+use serde_json::Value;
 
 /// Proptest cases per property: a few hundred keeps the whole file near a second.
 const CASES: u32 = 256;
@@ -91,6 +94,11 @@ fn replay_config_saved_inputs_hold() {
 #[test]
 fn replay_jwt_saved_inputs_hold() {
     replay("jwt", jwt::check);
+}
+
+#[test]
+fn replay_ws_frame_saved_inputs_hold() {
+    replay("ws_frame", ws_frame::check);
 }
 
 // ---------------------------------------------------------------- http_head
@@ -386,5 +394,49 @@ proptest! {
         data.push(0);
         data.extend(payload.as_bytes());
         jwt::check(&data);
+    }
+}
+
+// ---------------------------------------------------------------- ws_frame
+
+/// A JSON value for a frame field: strings of every shape, and the wrong types.
+fn field_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        "[ -~]{0,10}".prop_map(Value::from),
+        "\\PC{0,6}".prop_map(Value::from),
+        (60usize..70).prop_map(|n| Value::from("é".repeat(n))),
+        Just(Value::from("x".repeat(16 * 1024 + 1))),
+        Just(Value::from("c".repeat(129))),
+        any::<u64>().prop_map(Value::from),
+        Just(Value::from(-1)),
+        Just(Value::from(1.5)),
+        Just(Value::Null),
+        Just(Value::Bool(true)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn ws_frame_structured_invariants_hold(
+        kind in prop::sample::select(vec!["auth", "join", "leave", "send", "renew", "x y", ""]),
+        fields in prop::collection::btree_map(
+            prop::sample::select(vec![
+                "token", "consultation", "after", "client_id", "body", "traceparent", "extra",
+            ]),
+            field_value(),
+            0..6,
+        ),
+    ) {
+        let mut object: serde_json::Map<String, Value> =
+            fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        object.insert("type".to_string(), Value::from(kind));
+        ws_frame::check_text(&Value::Object(object).to_string());
+    }
+
+    #[test]
+    fn ws_frame_arbitrary_text_invariants_hold(text in "\\PC{0,80}") {
+        ws_frame::check_text(&text);
     }
 }

@@ -9,8 +9,8 @@
 //!   (`tempfile`, `serde_json`, `hmac-sha256`), so the stable test can include them by `#[path]`.
 //!
 //! # Implementation
-//! - `input`: a total byte cursor; `http_head`, `chunked`, `traceparent`, `config`, `jwt`: one
-//!   check per entry point, each documenting its input layout and invariants.
+//! - `input`: a total byte cursor; `http_head`, `chunked`, `traceparent`, `config`, `jwt`,
+//!   `ws_frame`: one check per entry point, each documenting its input layout and invariants.
 
 pub mod chunked;
 pub mod config;
@@ -18,3 +18,4 @@ pub mod http_head;
 pub mod input;
 pub mod jwt;
 pub mod traceparent;
+pub mod ws_frame;
