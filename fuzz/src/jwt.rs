@@ -105,7 +105,7 @@ pub fn check_with(f: &Fixture, data: &[u8]) {
     match cursor.byte() % 3 {
         0 => check_foreign(f, &text(cursor.rest())),
         1 => {
-            let base = if cursor.byte() % 2 == 0 {
+            let base = if cursor.byte().is_multiple_of(2) {
                 &f.access
             } else {
                 &f.refresh
