@@ -2,8 +2,9 @@
 //!
 //! # Invariants checked
 //! 1. Nothing but a minted token is accepted: an arbitrary string or a mutation of a minted
-//!    token is accepted only with claims identical to the minted access token's (a mutation may
-//!    be accepted only if it changes nothing that is signed or checked).
+//!    token is accepted only with claims identical to the minted access token's, and in fact
+//!    only when it is that token byte for byte (no base64 respelling, padding or trailing bytes:
+//!    a token is never malleable, so its text can serve as an identifier).
 //! 2. A token signed with the real key over fuzzer-chosen header and payload (the checks after
 //!    the signature) is accepted only with `alg` HS256, `typ` access, non-empty `sub`/`sid`/
 //!    `jti`, `exp > now`, and `iat` at most `MAX_CLOCK_SKEW_S` ahead.
@@ -130,6 +131,7 @@ pub fn check_foreign(f: &Fixture, token: &str) {
             claims, f.access_claims,
             "accepted foreign claims for {token:?}"
         );
+        assert_eq!(token, f.access, "accepted a respelling of the minted token");
     }
 }
 
