@@ -9,7 +9,11 @@
 //! 3. Decoding is independent of the JSON spelling: the object re-serialised (other key order,
 //!    escapes, whitespace) decodes to the same command.
 //! 4. An error's `ref` is a short plain token (at most 32 of `[A-Za-z0-9_]`), never client text
-//!    of another shape; text that is not a JSON object is `InvalidJson`.
+//!    of another shape; text that does not start with `{` is `InvalidJson`.
+//!
+//! 2 and 3 apply when `serde_json::Value` reads the text. It refuses lone UTF-16 surrogate
+//! escapes (`"\ud800"`) that RFC 8259 §8.2 allows and that the decoder, rightly, skips inside
+//! fields it ignores; such frames are checked for 1 and 4 only (first fuzz run, see README).
 //!
 //! # Implementation
 //! The input bytes are the text frame (lossy UTF-8: the WebSocket layer closes 1007 on invalid
@@ -37,9 +41,12 @@ pub fn check_text(frame: &str) {
     match &decoded {
         Ok(command) => {
             check_limits(command);
-            let object = value.as_ref().and_then(Value::as_object);
-            let Some(object) = object else {
-                panic!("decoded {command:?} from text that is not a JSON object");
+            assert!(
+                frame.trim_start().starts_with('{'),
+                "decoded {command:?} from text that is not a JSON object"
+            );
+            let Some(object) = value.as_ref().and_then(Value::as_object) else {
+                return;
             };
             check_agrees(command, object);
             let respelled = serde_json::to_string(object).unwrap_or_default();
@@ -58,7 +65,7 @@ pub fn check_text(frame: &str) {
             "ref {reference:?} is not plain"
         ),
         Err(e) => {
-            if !value.as_ref().is_some_and(Value::is_object) {
+            if !frame.trim_start().starts_with('{') {
                 assert_eq!(e, &FrameError::InvalidJson, "non-object text");
             }
         }
