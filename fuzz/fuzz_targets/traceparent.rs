@@ -1,0 +1,4 @@
+//! libFuzzer entry for `consult_edge_fuzz::traceparent::check` (its invariants are documented there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| consult_edge_fuzz::traceparent::check(data));
