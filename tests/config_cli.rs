@@ -230,6 +230,17 @@ fn file_missing_is_an_error() {
     );
 }
 
+#[test]
+fn file_endless_device_is_refused_not_read() {
+    // /dev/zero reports length 0 and never ends: refused as not a regular file, not read into
+    // memory until the box runs out.
+    let err = error_of(&["serve", "--config", "/dev/zero"], &HashMap::new());
+    assert!(
+        matches!(&err, CliError::ConfigUnreadable { message, .. } if message.contains("regular file")),
+        "err={err}"
+    );
+}
+
 // ---- Errors -----------------------------------------------------------------------------------
 
 #[test]

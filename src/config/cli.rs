@@ -355,12 +355,23 @@ fn apply_file(settings: &mut Settings, path: &std::path::Path) -> Result<(), Cli
         message,
     };
     let meta = std::fs::metadata(path).map_err(|e| unreadable(e.to_string()))?;
-    if meta.len() > MAX_CONFIG_FILE_BYTES {
+    // A device, FIFO or /proc file reports length 0 and may never end (`/dev/zero`): only
+    // regular files, and never more than the limit however the read goes.
+    if !meta.is_file() {
+        return Err(unreadable("not a regular file".to_owned()));
+    }
+    let mut text = String::new();
+    let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(file, MAX_CONFIG_FILE_BYTES + 1),
+        &mut text,
+    )
+    .map_err(|e| unreadable(e.to_string()))?;
+    if text.len() as u64 > MAX_CONFIG_FILE_BYTES {
         return Err(unreadable(format!(
             "larger than {MAX_CONFIG_FILE_BYTES} bytes"
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
     let bad_line = |line: usize, message: String| CliError::ConfigLine {
         path: path.to_path_buf(),
         line,
