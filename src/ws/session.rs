@@ -231,7 +231,11 @@ impl Session {
             let step = match event {
                 Event::Cancelled(reason) => Err(self.end_for(&reason)),
                 Event::Incoming(None) => Err(End::Gone),
-                Event::Incoming(Some(frame)) => self.on_incoming(frame).await,
+                Event::Incoming(Some(frame)) => match self.on_incoming(frame).await {
+                    // A client whose frames are always ready must not starve its own outbox.
+                    Ok(()) => self.flush_ready_outbox().await,
+                    Err(end) => Err(end),
+                },
                 Event::Outgoing(Some(frame)) => self.flush_outbox(frame).await,
                 Event::Outgoing(None) => Err(End::Close(close::SLOW_CONSUMER, "slow consumer")),
                 Event::Ping => {
@@ -709,7 +713,12 @@ impl Session {
 
     async fn flush_outbox(&mut self, first: Bytes) -> Result<(), End> {
         self.write_frame(first).await?;
-        for _ in 1..OUTBOX_BATCH {
+        self.flush_ready_outbox().await
+    }
+
+    /// Writes what is queued now, at most [`OUTBOX_BATCH`] frames (bounded per turn).
+    async fn flush_ready_outbox(&mut self) -> Result<(), End> {
+        for _ in 0..OUTBOX_BATCH {
             match self.outbox_rx.try_recv() {
                 Some(frame) => self.write_frame(frame).await?,
                 None => break,
