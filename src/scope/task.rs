@@ -15,7 +15,7 @@ use super::reason::CancelReason;
 use smol::future::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
@@ -71,18 +71,14 @@ impl Scope {
     where
         F: Future<Output = ()> + 'static,
     {
-        let node = self.node.clone();
-        self.spawn_owned(async move {
-            let scope_ref = ScopeRef {
-                node: Rc::downgrade(&node),
-            };
-            let cancelled = Cancelled::new(node);
-            let work = pin!(AssertUnwindSafe(fut).catch_unwind());
-            let outcome = async { Some(cancelled.await) }
-                .or(async { work.await.err().map(|p| report_panic(&scope_ref, &*p)) })
-                .await;
-            let _ = outcome;
-        });
+        // Combinators built outside any async block: the future is stored once, not copied
+        // into a block's state next to the variable it was moved from.
+        let cancelled = Cancelled::new(self.node.clone());
+        let raced = async move {
+            cancelled.await;
+        }
+        .or(fut);
+        self.spawn_owned(Box::pin(raced), self.downgrade());
     }
 
     /// Creates a child scope and spawns `f(child)` as a task owned by this scope. The task owns
@@ -108,15 +104,7 @@ impl Scope {
             child.reparent(&self.downgrade());
         }
         let child_ref = child.downgrade();
-        let fut = f(child);
-        let panic_ref = child_ref.clone();
-        self.spawn_owned(async move {
-            let mut work = pin!(AssertUnwindSafe(fut).catch_unwind());
-            if let Err(payload) = work.as_mut().await {
-                // Invariant 3: cancel before the future (holding the child scope) is dropped.
-                report_panic(&panic_ref, &*payload);
-            }
-        });
+        self.spawn_owned(Box::pin(f(child)), child_ref.clone());
         child_ref
     }
 
@@ -137,22 +125,53 @@ impl Scope {
             .await
     }
 
-    /// Spawns a task into this scope's task slab; the task frees its own slot when it ends.
-    fn spawn_owned(&self, fut: impl Future<Output = ()> + 'static) {
+    /// Spawns a task into this scope's task slab; the task frees its own slot when it ends, and
+    /// a panic in it cancels `panic_scope` (invariant 3).
+    fn spawn_owned(&self, fut: Pin<Box<dyn Future<Output = ()>>>, panic_scope: ScopeRef) {
         let node = self.node.clone();
         let slot = node.tasks.borrow_mut().reserve();
-        let weak = Rc::downgrade(&node);
-        let task = node.rt.executor.spawn(async move {
-            fut.await;
-            if let Some(node) = weak.upgrade() {
-                let own = node.tasks.borrow_mut().remove(slot);
-                // Our own handle: detach, never drop-cancel the running task.
-                if let Some(task) = own {
-                    task.detach();
-                }
-            }
+        let task = node.rt.executor.spawn(OwnedTask {
+            fut,
+            panic_scope,
+            owner: Rc::downgrade(&node),
+            slot,
         });
         node.tasks.borrow_mut().fill(slot, task);
+    }
+}
+
+/// A task owned by a scope. Polls its (boxed, stored once) future and catches a panic at the
+/// poll, so the scope is cancelled with `Panicked` while the panicking future still exists.
+struct OwnedTask {
+    fut: Pin<Box<dyn Future<Output = ()>>>,
+    /// The scope a panic cancels: the task's own child scope, or the spawning scope.
+    panic_scope: ScopeRef,
+    /// The scope whose task slab holds this task's handle, and the slot.
+    owner: std::rc::Weak<Node>,
+    slot: usize,
+}
+
+impl Future for OwnedTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.fut.as_mut().poll(cx)));
+        match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(())) => {}
+            Err(payload) => {
+                report_panic(&this.panic_scope, &*payload);
+            }
+        }
+        if let Some(node) = this.owner.upgrade() {
+            let own = node.tasks.borrow_mut().remove(this.slot);
+            // Our own handle: detach, never drop-cancel the running task.
+            if let Some(task) = own {
+                task.detach();
+            }
+        }
+        Poll::Ready(())
     }
 }
 
