@@ -38,9 +38,10 @@ use std::net::TcpStream;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
-/// tungstenite reads in chunks of this size: chat frames are small, and its 128 KiB default
-/// costs 128 KiB of RSS per idle socket once the first read fills it.
-pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// tungstenite reads in chunks of this size and keeps that much buffer per socket: its 128 KiB
+/// default costs 128 KiB of RSS per idle socket once the first read fills it. Chat frames are
+/// a few hundred bytes; a 16 KiB one takes a few more reads.
+pub const READ_BUFFER_BYTES: usize = 1024;
 /// Frames are written straight through (no write-side coalescing buffer to pay for per socket).
 pub const WRITE_BUFFER_BYTES: usize = 0;
 /// How long a close handshake may take before the socket is simply dropped.
