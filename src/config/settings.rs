@@ -28,6 +28,8 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Open-socket cap: beyond it new connections are refused so one gateway box (small ARM64,
 /// limited fds and RAM) degrades by refusing instead of by thrashing.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// The store's page-cache ceiling (defined with the store, where its reason is).
+pub const DEFAULT_STORE_CACHE_BYTES: usize = crate::store::CACHE_BYTES;
 /// SPEC §2: SIGTERM must exit within 5 s; 4 s of grace for closes and the store flush leaves 1 s.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 4_000;
 
@@ -215,6 +217,8 @@ settings! {
         "Enable the loopback-only WebSocket echo endpoint /debug/echo (conformance testing).";
     max_connections: usize = DEFAULT_MAX_CONNECTIONS, "N", Serve,
         "Open connections beyond which new ones are refused.";
+    store_cache_bytes: usize = DEFAULT_STORE_CACHE_BYTES, "BYTES", Serve,
+        "Ceiling of the store's page cache (it grows with stored data up to this).";
     shutdown_grace_ms: u64 = DEFAULT_SHUTDOWN_GRACE_MS, "MS", Serve,
         "Time given to closes and the store flush on SIGTERM (ms).";
     head_timeout_ms: u64 = DEFAULT_HEAD_TIMEOUT_MS, "MS", Serve,

@@ -106,7 +106,8 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         .map_err(ServeError::Keys)?;
     let store_path = settings.data_dir.join(crate::store::FILE_NAME);
     let store_error = |e| ServeError::Store(store_path.clone(), e);
-    let store = Store::open(&settings.data_dir).map_err(store_error)?;
+    let store = Store::open_with_cache(&settings.data_dir, settings.store_cache_bytes)
+        .map_err(store_error)?;
     let revocations = Revocations::new();
     revocations.load(store.revocations().map_err(store_error)?);
     let listener = listen::bind_listener(settings.listen).map_err(ServeError::Bind)?;

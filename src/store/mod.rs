@@ -134,6 +134,11 @@ impl Store {
     /// [`StoreError::Corrupt`]; a file already opened by another process gives
     /// [`StoreError::Io`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(dir, CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a page-cache ceiling of `cache_bytes` instead of [`CACHE_BYTES`].
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         DirBuilder::new()
             .recursive(true)
             .mode(DIR_MODE)
@@ -150,7 +155,7 @@ impl Store {
             .open(&path)
             .map_err(|e| StoreError::Io(format!("open {}: {e}", path.display())))?;
         let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(cache_bytes)
             .set_check_integrity_on_open(true)
             .create(&path)
             .map_err(open_error)?;
