@@ -13,10 +13,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
-use consult_edge::auth::{KeySettings, Keys, MintRequest, Role, TokenType, ACCESS_TTL_S};
+use consult_edge::auth::Role;
 use serde_json::{json, Value};
+use support::mint_with as mint;
 use support::ws::{connect_ready, Client, Event};
-use support::{unix_now, Gateway};
+use support::Gateway;
 
 /// Kill/restart rounds: the brief's minimum, and what fits in well under 60 s on 2 cores.
 const ROUNDS: u64 = 20;
@@ -55,18 +56,6 @@ struct Acked {
     seq: u64,
     client_id: String,
     body: String,
-}
-
-fn mint(keys: &Keys, sub: &str, role: Role) -> String {
-    keys.mint(MintRequest {
-        sub: sub.into(),
-        role,
-        sid: None,
-        typ: TokenType::Access,
-        ttl_s: ACCESS_TTL_S,
-        now_unix: unix_now(),
-    })
-    .expect("mint")
 }
 
 fn bearer(token: &str) -> String {
@@ -168,7 +157,7 @@ fn crash_loop_sigkill_at_random_moment_keeps_every_acked_message_dense() {
 
     // Round 0 creates the consultations; every round reuses them, so history accumulates.
     let gw = Gateway::start_in(&dir, NO_RATE_LIMIT);
-    let keys = Keys::load(&KeySettings::default(), &dir).expect("key");
+    let keys = support::gateway_keys(&dir);
     let mut pairs = Vec::new();
     for k in 0..CONSULTATIONS {
         let patient = mint(&keys, &format!("p{k}"), Role::Patient);

@@ -14,23 +14,12 @@ use std::time::{Duration, Instant};
 use async_io::Async;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::Message;
-use consult_edge::auth::{KeySettings, Keys, MintRequest, Role, TokenType, ACCESS_TTL_S};
+use consult_edge::auth::Role;
 use consult_edge::observe::parse_prometheus_text;
 use serde_json::{json, Value};
+use support::mint_with as mint;
 use support::ws::{connect_ready, Client, Event};
-use support::{unix_now, Gateway};
-
-fn mint(keys: &Keys, sub: &str, role: Role) -> String {
-    keys.mint(MintRequest {
-        sub: sub.into(),
-        role,
-        sid: None,
-        typ: TokenType::Access,
-        ttl_s: ACCESS_TTL_S,
-        now_unix: unix_now(),
-    })
-    .expect("mint")
-}
+use support::Gateway;
 
 fn create(gw: &Gateway, patient: &str, doctor: &str) -> String {
     let r = gw.request(
@@ -76,7 +65,7 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
 fn overload_connections_over_max_are_dropped_counted_and_admitted_keep_working() {
     const CAP: usize = 4;
     let gw = Gateway::start(&["--max-connections", &CAP.to_string()]);
-    let keys = Keys::load(&KeySettings::default(), &gw.data_dir).expect("key");
+    let keys = support::gateway_keys(&gw.data_dir);
     let patient = mint(&keys, "p1", Role::Patient);
     let id = create(&gw, &patient, "d1");
     smol::block_on(async {
@@ -135,7 +124,7 @@ fn overload_send_flood_gets_rate_limited_then_closed_1008() {
         "--bad-frames-max",
         &BAD_MAX.to_string(),
     ]);
-    let keys = Keys::load(&KeySettings::default(), &gw.data_dir).expect("key");
+    let keys = support::gateway_keys(&gw.data_dir);
     let patient = mint(&keys, "p1", Role::Patient);
     let id = create(&gw, &patient, "d1");
     smol::block_on(async {
@@ -265,7 +254,7 @@ fn slow_crowd(crowd: usize, body_bytes: usize, messages: u64, probe_rounds: usiz
         "--read-timeout-ms",
         "1800000",
     ]);
-    let keys = Keys::load(&KeySettings::default(), &gw.data_dir).expect("key");
+    let keys = support::gateway_keys(&gw.data_dir);
     let patient = mint(&keys, "p1", Role::Patient);
     let doctor = mint(&keys, "d1", Role::Doctor);
     let probe_patient = mint(&keys, "p2", Role::Patient);

@@ -13,11 +13,12 @@ use std::net::Shutdown;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use consult_edge::auth::{KeySettings, Keys, MintRequest, Role, TokenType, ACCESS_TTL_S};
+use consult_edge::auth::Role;
 use serde_json::json;
 use smol::lock::Semaphore;
+use support::mint_with as mint;
 use support::ws::{connect_ready, Client};
-use support::{unix_now, Gateway};
+use support::Gateway;
 
 /// Consultations the sockets are spread over; they stay open, so they are part of the baseline.
 const CONSULTATIONS: usize = 25;
@@ -32,18 +33,6 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 const RSS_TOLERANCE: f64 = 0.10;
 /// The fd limit the 20,000 run asks for (the machine's hard limit).
 const SOAK_NOFILE: u64 = 20_000;
-
-fn mint(keys: &Keys, sub: &str, role: Role) -> String {
-    keys.mint(MintRequest {
-        sub: sub.into(),
-        role,
-        sid: None,
-        typ: TokenType::Access,
-        ttl_s: ACCESS_TTL_S,
-        now_unix: unix_now(),
-    })
-    .expect("mint")
-}
 
 /// What the server holds, as the soak compares it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -184,7 +173,7 @@ fn soak(n: usize) {
         "--store-cache-bytes",
         "1048576",
     ]);
-    let keys = Keys::load(&KeySettings::default(), &gw.data_dir).expect("key");
+    let keys = support::gateway_keys(&gw.data_dir);
     let pairs: Vec<Pair> = (0..CONSULTATIONS)
         .map(|k| {
             let patient = mint(&keys, &format!("p{k}"), Role::Patient);

@@ -6,27 +6,18 @@
 
 mod support;
 
-use consult_edge::auth::{KeySettings, Keys, MintRequest, Role, TokenType, ACCESS_TTL_S};
+/// An access token with a fresh sid, minted with the gateway's own key.
+fn mint(data_dir: &std::path::Path, sub: &str, role: Role) -> String {
+    support::mint_with(&support::gateway_keys(data_dir), sub, role)
+}
+
+use consult_edge::auth::Role;
 use serde_json::{json, Value};
 use support::ws::{connect_ready, Client, Event};
-use support::{unix_now, Gateway, Response};
+use support::{Gateway, Response};
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
-}
-
-/// Mints an access token with a fresh `sid` with the gateway's own key (no process per token).
-fn mint(gw: &Gateway, sub: &str, role: Role) -> String {
-    let keys = Keys::load(&KeySettings::default(), &gw.data_dir).expect("gateway key");
-    keys.mint(MintRequest {
-        sub: sub.into(),
-        role,
-        sid: None,
-        typ: TokenType::Access,
-        ttl_s: ACCESS_TTL_S,
-        now_unix: unix_now(),
-    })
-    .expect("mint")
 }
 
 fn call(gw: &Gateway, method: &str, path: &str, token: &str, body: &Value) -> Response {
@@ -129,9 +120,9 @@ struct Setup {
 
 fn setup() -> Setup {
     let gw = Gateway::start(&["--dev"]);
-    let patient = mint(&gw, "p1", Role::Patient);
-    let doctor = mint(&gw, "d1", Role::Doctor);
-    let other_patient = mint(&gw, "p2", Role::Patient);
+    let patient = mint(&gw.data_dir, "p1", Role::Patient);
+    let doctor = mint(&gw.data_dir, "d1", Role::Doctor);
+    let other_patient = mint(&gw.data_dir, "p2", Role::Patient);
     let id = create(&gw, &patient, "d1");
     let other_id = create(&gw, &other_patient, "d2");
     Setup {

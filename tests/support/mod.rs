@@ -49,6 +49,30 @@ pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
+/// An access token with a fresh `sid`, minted in-process with `keys` (no process per token, for
+/// tests that need thousands).
+pub fn mint_with(
+    keys: &consult_edge::auth::Keys,
+    sub: &str,
+    role: consult_edge::auth::Role,
+) -> String {
+    keys.mint(consult_edge::auth::MintRequest {
+        sub: sub.into(),
+        role,
+        sid: None,
+        typ: consult_edge::auth::TokenType::Access,
+        ttl_s: consult_edge::auth::ACCESS_TTL_S,
+        now_unix: unix_now(),
+    })
+    .expect("mint")
+}
+
+/// The key a gateway started with `Gateway::start` uses (its data dir's default secret).
+pub fn gateway_keys(data_dir: &Path) -> consult_edge::auth::Keys {
+    consult_edge::auth::Keys::load(&consult_edge::auth::KeySettings::default(), data_dir)
+        .expect("gateway key")
+}
+
 /// Wall-clock unix seconds (token times).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
