@@ -41,17 +41,17 @@ pub const DEFAULT_HEAD_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
 /// SPEC §4: an idle keep-alive connection is closed after 30 s.
 pub const DEFAULT_KEEPALIVE_IDLE_MS: u64 = 30_000;
-/// SPEC §4: request head at most 16 KiB, else 431.
-pub const DEFAULT_MAX_HEAD_BYTES: usize = 16 * 1024;
-/// SPEC §4: request body at most 64 KiB, else 413.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// SPEC §4: request head at most 16 KiB, else 431 (defined where it is enforced).
+pub const DEFAULT_MAX_HEAD_BYTES: usize = crate::http::head::MAX_HEAD_BYTES;
+/// SPEC §4: request body at most 64 KiB, else 413 (defined where it is enforced).
+pub const DEFAULT_MAX_BODY_BYTES: usize = crate::http::head::MAX_BODY_BYTES as usize;
 
 // ---- Tokens (SPEC §3) -------------------------------------------------------------------------
 
-/// SPEC §3: access tokens live 15 minutes, a hard limit.
-pub const DEFAULT_ACCESS_TTL_S: u64 = 15 * 60;
-/// SPEC §3: refresh tokens live 7 days.
-pub const DEFAULT_REFRESH_TTL_S: u64 = 7 * 24 * 60 * 60;
+/// SPEC §3: access tokens live 15 minutes, a hard limit (defined with minting).
+pub const DEFAULT_ACCESS_TTL_S: u64 = crate::auth::ACCESS_TTL_S;
+/// SPEC §3: refresh tokens live 7 days (defined with minting).
+pub const DEFAULT_REFRESH_TTL_S: u64 = crate::auth::REFRESH_TTL_S;
 
 // ---- WebSocket (SPEC §5) ----------------------------------------------------------------------
 
@@ -75,10 +75,6 @@ pub const DEFAULT_OUTBOUND_QUEUE_MESSAGES: usize = 256;
 pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 1024 * 1024;
 /// SPEC §5: a frame or message over 64 KiB closes 1009.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// SPEC §5: a `send` body is at most 16 KiB of UTF-8 (bytes, not characters).
-pub const DEFAULT_MAX_CHAT_BODY_BYTES: usize = 16 * 1024;
-/// SPEC §5: a `client_id` is at most 64 characters.
-pub const DEFAULT_MAX_CLIENT_ID_CHARS: usize = 64;
 /// SPEC §5: at most 50 sends per second per socket ...
 pub const DEFAULT_SEND_RATE_PER_S: u32 = 50;
 /// SPEC §5: ... with bursts of up to 100.
@@ -255,10 +251,6 @@ settings! {
         "Outbound queue size at which a socket is closed 4029.";
     max_message_bytes: usize = DEFAULT_MAX_MESSAGE_BYTES, "BYTES", Serve,
         "Largest WebSocket frame or message (1009 beyond).";
-    max_chat_body_bytes: usize = DEFAULT_MAX_CHAT_BODY_BYTES, "BYTES", Serve,
-        "Largest `send` body in UTF-8 bytes.";
-    max_client_id_chars: usize = DEFAULT_MAX_CLIENT_ID_CHARS, "N", Serve,
-        "Longest `client_id` in characters.";
     send_rate_per_s: u32 = DEFAULT_SEND_RATE_PER_S, "N", Serve,
         "Sustained `send`s per second per socket.";
     send_burst: u32 = DEFAULT_SEND_BURST, "N", Serve,
