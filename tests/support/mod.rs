@@ -336,6 +336,8 @@ pub fn read_response(s: &mut TcpStream) -> Option<Response> {
                     return None;
                 }
                 Ok(_) => head.push(byte[0]),
+                // A signal (a child gateway exiting: SIGCHLD) may interrupt a blocking read.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => panic!("read failed: {e}"),
             }
         }
@@ -381,5 +383,10 @@ pub fn read_response(s: &mut TcpStream) -> Option<Response> {
 /// True when the server closed the connection (EOF) without sending anything more.
 pub fn is_closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];
-    matches!(s.read(&mut b), Ok(0))
+    loop {
+        match s.read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return matches!(other, Ok(0)),
+        }
+    }
 }
