@@ -213,6 +213,12 @@ impl Consults {
         Ok(record)
     }
 
+    /// The highest seq of open consultation `id` fanned out so far (every seq up to it is
+    /// committed); `None` when it is not open.
+    pub fn delivered_seq(&self, id: &str) -> Option<u64> {
+        self.room(id).map(|room| room.last_seq())
+    }
+
     /// Ends `session_id`'s replay of `id` after seq `replayed`; returns the presence frames the
     /// joiner should see and the consultation's last seq.
     pub fn go_live(&self, id: &str, session_id: u64, replayed: u64) -> (Vec<Bytes>, Option<u64>) {

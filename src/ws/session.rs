@@ -563,9 +563,15 @@ impl Session {
             Ok(record) => record,
             Err(error) => return self.consult_error(error, "join").await,
         };
-        // Replay straight to the socket (not through the bounded outbox), page by page.
+        // Replay straight to the socket (not through the bounded outbox), page by page. A joiner
+        // already at the delivered seq (a new consultation, an up-to-date resume) has nothing
+        // to replay: anything committed later reaches it live, buffered since `join`.
         let mut replayed = after;
-        loop {
+        let mut more = ctx
+            .consults
+            .delivered_seq(consultation)
+            .is_none_or(|delivered| after < delivered);
+        while more {
             let page = match ctx
                 .consults
                 .history(consultation, &caller, replayed, REPLAY_PAGE)
@@ -577,14 +583,11 @@ impl Session {
                     return self.consult_error(error, "join").await;
                 }
             };
-            let full = page.len() == REPLAY_PAGE;
+            more = page.len() == REPLAY_PAGE;
             for message in &page {
                 replayed = replayed.max(message.seq);
                 self.write_frame(crate::consult::message_frame(message))
                     .await?;
-            }
-            if !full {
-                break;
             }
         }
         let (presence, live_last) = ctx.consults.go_live(consultation, self.id, replayed);
