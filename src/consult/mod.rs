@@ -120,10 +120,6 @@ impl Consults {
         self.times.set(times);
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Re-arms the timers of every consultation left open by the last run.
     pub async fn restore(&self) -> Result<usize, StoreError> {
         let store = self.store.clone();

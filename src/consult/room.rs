@@ -234,8 +234,4 @@ impl Room {
         .to_json()
         .into()
     }
-
-    pub fn subscriber_count(&self) -> usize {
-        self.subscribers.borrow().len()
-    }
 }

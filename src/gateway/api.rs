@@ -8,10 +8,10 @@
 
 use super::app::{error_reply, json_reply, App};
 use super::routes::Call;
-use crate::auth::{AuthError, Claims, MintRequest, Role, TokenType, MAX_TTL_S};
+use crate::auth::{Claims, MintRequest, Role, TokenType, MAX_TTL_S};
 use crate::consult::frames::MessageFields;
 use crate::consult::{Caller, ConsultError};
-use crate::http::{bearer_token, parse_u64_param, ApiError, Reply, Response};
+use crate::http::{parse_u64_param, ApiError, Reply, Response};
 use crate::observe::time::rfc3339_ms;
 use crate::store::{Consultation, RefreshUse};
 use serde::{Deserialize, Serialize};
@@ -31,28 +31,21 @@ pub const MAX_USER_ID_BYTES: usize = 128;
 
 /// The caller's verified access claims, or the 401 to answer (invariant 1).
 pub fn authenticate(app: &App, call: &Call<'_>) -> Result<Claims, Reply> {
-    let verified = match bearer_token(&call.request.head.headers) {
-        None => Err(None),
-        Some(None) => Err(Some(AuthError::Malformed)),
-        Some(Some(token)) => {
-            let now = app.rt.timers.unix_s();
-            app.keys
-                .verify(token, TokenType::Access, now, &app.revocations)
-                .map_err(Some)
+    match app
+        .sessions
+        .verify_bearer(&call.request.head.headers, call.scope, "http")
+    {
+        Some(Ok(claims)) => Ok(claims),
+        Some(Err(_)) => Err(error_reply(ApiError::unauthorized("invalid access token"))),
+        None => {
+            app.metrics.inc_auth_failure("missing");
+            log::info!(
+                "event=auth_failed via=http reason=missing scope={}",
+                call.scope.path()
+            );
+            Err(error_reply(ApiError::unauthorized("bearer token required")))
         }
-    };
-    verified.map_err(|error| {
-        let reason = error.map_or("missing", |e| e.reason());
-        app.metrics.inc_auth_failure(reason);
-        log::info!(
-            "event=auth_failed via=http reason={reason} scope={}",
-            call.scope.path()
-        );
-        error_reply(ApiError::unauthorized(match error {
-            None => "bearer token required",
-            Some(_) => "invalid access token",
-        }))
-    })
+    }
 }
 
 /// Parses a JSON body (415 for another declared type, 400 for bad JSON).

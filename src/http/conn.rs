@@ -58,6 +58,9 @@ pub struct Request {
     pub head: RequestHead,
     pub body: Vec<u8>,
     pub peer: SocketAddr,
+    /// The request's W3C trace: continued from a valid `traceparent`, else new. An upgraded
+    /// session continues it.
+    pub trace: TraceParent,
 }
 
 impl Request {
@@ -357,6 +360,7 @@ async fn handle_one(
         head,
         body,
         peer: conn.peer,
+        trace,
     };
     let reply = {
         let handler = request_scope.run(service.handle(request, &request_scope));

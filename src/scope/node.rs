@@ -458,16 +458,6 @@ impl ScopeRef {
     pub fn id(&self) -> Option<u64> {
         self.node.upgrade().map(|n| n.id)
     }
-
-    /// Resolves when the scope is cancelled; `None` if it is already gone. The future keeps
-    /// the node in memory (not its work) while it waits.
-    pub fn cancelled(&self) -> Option<super::task::Cancelled> {
-        self.node.upgrade().map(super::task::Cancelled::new)
-    }
-
-    pub fn path(&self) -> Option<String> {
-        self.node.upgrade().map(|n| n.path())
-    }
 }
 
 /// A named timer owned by a scope; dropping it frees the wheel entry.

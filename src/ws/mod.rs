@@ -94,6 +94,34 @@ impl SessionCtx {
         }
     }
 
+    /// Verifies the `Authorization: Bearer` access token of a request with the one `verify`;
+    /// `None` when there is no such header. A refused token is counted by reason and logged,
+    /// with `via` naming the entry point (`http`, `upgrade`).
+    pub fn verify_bearer(
+        &self,
+        headers: &crate::http::Headers,
+        scope: &Scope,
+        via: &'static str,
+    ) -> Option<Result<crate::auth::Claims, crate::auth::AuthError>> {
+        let token = crate::http::bearer_token(headers)?;
+        let now = self.server.timers().unix_s();
+        let verified = token
+            .ok_or(crate::auth::AuthError::Malformed)
+            .and_then(|t| {
+                self.keys
+                    .verify(t, crate::auth::TokenType::Access, now, &self.revocations)
+            });
+        if let Err(error) = &verified {
+            self.metrics.inc_auth_failure(error.reason());
+            log::info!(
+                "event=auth_failed via={via} reason={} scope={}",
+                error.reason(),
+                scope.path()
+            );
+        }
+        Some(verified)
+    }
+
     fn next_session_id(&self) -> u64 {
         let id = self.next_session.get();
         self.next_session.set(id + 1);

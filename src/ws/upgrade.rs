@@ -9,9 +9,7 @@
 use super::handshake;
 use super::session::{self, Mode};
 use super::SessionCtx;
-use crate::auth::TokenType;
-use crate::http::{bearer_token, ApiError, HttpError, Reply, Request};
-use crate::observe::TraceParent;
+use crate::http::{ApiError, HttpError, Reply, Request};
 use crate::scope::{Scope, ScopeKind};
 use std::rc::Rc;
 
@@ -21,28 +19,13 @@ pub fn chat(ctx: &Rc<SessionCtx>, request: &Request, request_scope: &Scope) -> R
         Ok(response) => response,
         Err(error) => return Reply::Response(error.to_response()),
     };
-    let claims = match bearer_token(&request.head.headers) {
+    let claims = match ctx.verify_bearer(&request.head.headers, request_scope, "upgrade") {
         None => None,
-        Some(token) => {
-            let now = ctx.server.timers().unix_s();
-            let verified = token
-                .ok_or(crate::auth::AuthError::Malformed)
-                .and_then(|t| ctx.keys.verify(t, TokenType::Access, now, &ctx.revocations));
-            match verified {
-                Ok(claims) => Some(claims),
-                Err(error) => {
-                    ctx.metrics.inc_auth_failure(error.reason());
-                    log::info!(
-                        "event=auth_failed via=upgrade reason={} scope={}",
-                        error.reason(),
-                        request_scope.path()
-                    );
-                    return Reply::Response(
-                        HttpError::from(ApiError::unauthorized("invalid access token"))
-                            .to_response(),
-                    );
-                }
-            }
+        Some(Ok(claims)) => Some(claims),
+        Some(Err(_)) => {
+            return Reply::Response(
+                HttpError::from(ApiError::unauthorized("invalid access token")).to_response(),
+            )
         }
     };
     start(ctx, request, request_scope, accepted, claims, Mode::Chat)
@@ -74,13 +57,8 @@ fn start(
     claims: Option<crate::auth::Claims>,
     mode: Mode,
 ) -> Reply {
-    // W3C Trace Context: a valid `traceparent` starts the session's trace; else a new one.
-    let trace = request
-        .head
-        .headers
-        .get("traceparent")
-        .and_then(TraceParent::parse)
-        .unwrap_or_else(TraceParent::generate);
+    // The session continues the upgrade request's trace (from its `traceparent`, or new).
+    let trace = request.trace;
     let label = claims
         .as_ref()
         .map_or("unauthenticated", |c| c.sub.as_str());
