@@ -239,8 +239,21 @@ impl Store {
     /// since it was accepted while open. [`StoreError::NotFound`] if the consultation does not
     /// exist, [`StoreError::Closed`] if it is closed.
     pub async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError> {
-        self.call(|reply| writer::Op::Append { message, reply })
+        self.begin_append(message).await?.wait().await
+    }
+
+    /// The first half of [`Store::append_message`]: queues the append and returns once it is
+    /// queued (waiting only while the writer's queue is full). Appends queued one after another
+    /// by one task are applied in that order, so a socket can keep several sends in flight and
+    /// still get its seqs and acks in send order. The op commits even if the ticket is dropped.
+    pub async fn begin_append(&self, message: NewMessage) -> Result<PendingAppend, StoreError> {
+        let (reply, answer) = async_channel::bounded(1);
+        self.inner
+            .ops
+            .send(writer::Op::Append { message, reply })
             .await
+            .map_err(|_| StoreError::Stopped)?;
+        Ok(PendingAppend { answer })
     }
 
     /// Closes a consultation with `reason`; closing a closed one returns it unchanged.
@@ -370,6 +383,19 @@ impl Store {
     /// failing disk would. Nothing of those batches becomes visible. Not for production use.
     pub fn set_fail_commits(&self, on: bool) {
         self.inner.shared.fail_commits.store(on, Ordering::Relaxed);
+    }
+}
+
+/// A queued append (see [`Store::begin_append`]); [`PendingAppend::wait`] gives its outcome.
+#[derive(Debug)]
+pub struct PendingAppend {
+    answer: async_channel::Receiver<Result<Appended, StoreError>>,
+}
+
+impl PendingAppend {
+    /// Waits for the append's batch to commit: the same outcome as [`Store::append_message`].
+    pub async fn wait(self) -> Result<Appended, StoreError> {
+        self.answer.recv().await.map_err(|_| StoreError::Stopped)?
     }
 }
 
