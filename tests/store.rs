@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use consult_edge::store::{
     ConsultState, Consultation, NewMessage, PurgeCount, RefreshUse, Store, StoreError, FILE_NAME,
+    LOG_FILE_NAME,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -526,6 +527,88 @@ fn open_overwritten_pages_is_corrupt() -> TestResult {
     }
     std::fs::write(&path, bytes)?;
     assert_corrupt(dir.path());
+    Ok(())
+}
+
+// ----- the message log --------------------------------------------------------------------------
+
+/// A store with one consultation and `n` messages `m0..`, closed again; returns the id.
+fn log_with_messages(dir: &Path, n: usize, body_len: usize) -> Result<String, StoreError> {
+    let store = Store::open(dir)?;
+    smol::block_on(async {
+        let c = store.create_consultation("p1", "d1", T0).await?;
+        for i in 0..n {
+            let mut body = format!("m{i}-");
+            body.push_str(&"x".repeat(body_len));
+            store
+                .append_message(msg(&c.id, "p1", &format!("c{i}"), &body))
+                .await?;
+        }
+        Ok(c.id)
+    })
+}
+
+#[test]
+fn log_torn_last_record_dropped_at_open_seqs_continue_dense() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let id = log_with_messages(dir.path(), 10, 20)?;
+    let path = dir.path().join(LOG_FILE_NAME);
+    let len = std::fs::metadata(&path)?.len();
+    // A crash in the middle of the last write: its record is only partly on disk.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)?
+        .set_len(len - 5)?;
+    let store = Store::open(dir.path())?;
+    let kept = store.messages_after(&id, 0, 100)?;
+    assert_eq!(kept.len(), 9);
+    assert_eq!(
+        kept.last().map(|m| m.body.as_str()),
+        Some("m8-xxxxxxxxxxxxxxxxxxxx")
+    );
+    let record = store.consultation(&id)?.ok_or("consultation lost")?;
+    assert_eq!(record.last_seq, 9);
+    smol::block_on(async {
+        // The torn message was never acked: a retry of it is a new message with the next seq.
+        let retried = store.append_message(msg(&id, "p1", "c9", "again")).await?;
+        assert!(!retried.duplicate);
+        assert_eq!(retried.message.seq, 10);
+        Ok::<_, StoreError>(())
+    })?;
+    drop(store);
+    let reopened = Store::open(dir.path())?;
+    let seqs: Vec<u64> = reopened
+        .messages_after(&id, 0, 100)?
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<u64>>());
+    Ok(())
+}
+
+#[test]
+fn log_damage_before_the_last_batch_is_corrupt() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // 200 messages of ~16 KiB: far more than one batch can span.
+    log_with_messages(dir.path(), 200, 16 * 1024)?;
+    let path = dir.path().join(LOG_FILE_NAME);
+    let mut bytes = std::fs::read(&path)?;
+    let byte = bytes.get_mut(100).ok_or("log too short")?;
+    *byte ^= 0xff;
+    std::fs::write(&path, bytes)?;
+    assert_corrupt(dir.path());
+    Ok(())
+}
+
+#[test]
+fn log_file_is_owner_only() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    log_with_messages(dir.path(), 1, 1)?;
+    let mode = std::fs::metadata(dir.path().join(LOG_FILE_NAME))?
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     Ok(())
 }
 

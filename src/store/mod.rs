@@ -1,9 +1,10 @@
-//! The embedded crash-safe store: consultations, messages, idempotency keys, refresh-token
-//! rotation state and revocations, in one redb file `consult-edge.redb` in the data dir.
+//! The embedded crash-safe store: consultations, refresh-token rotation state and revocations
+//! in the redb file `consult-edge.redb`, messages in the log `messages.log`, both in the data dir.
 //!
 //! # Invariants
-//! 1. One writer thread owns every write (see [`writer`]); reads run on the caller's thread on
-//!    their own redb read transaction and never see a half-applied batch.
+//! 1. One writer thread owns every write (see [`writer`]); reads run on the caller's thread (a
+//!    redb read transaction, or the log index and a positional read) and never see a
+//!    half-applied batch.
 //! 2. A write call returns `Ok` only after its batch is committed durably: after `kill -9` and a
 //!    reopen, everything acknowledged is there (SPEC §6).
 //! 3. Seqs are per consultation, dense, from 1; (consultation, from, client_id) is stored at
@@ -13,8 +14,9 @@
 //! 5. The store knows no HTTP, WebSocket, JWT or scope: it deals in plain records and ids.
 //!
 //! # Implementation
-//! [`Store`] is an `Arc` around the shared `redb::Database`, the sending half of the writer's op
-//! queue and the writer's counters; cloning it is cheap and it is `Send + Sync`, because the
+//! [`Store`] is an `Arc` around the shared `redb::Database`, the message log and its index
+//! ([`msglog`], [`index`]: why messages are not in redb is explained there), the sending half of
+//! the writer's op queue and the writer's counters; cloning it is cheap and it is `Send + Sync`, because the
 //! writer is a real other thread. Write methods are `async`: they enqueue an op and await its
 //! reply, so the single-threaded executor never blocks on an fsync. Read methods are plain
 //! functions (a read is a few B-tree lookups in the page cache); a caller that reads a lot
@@ -45,7 +47,13 @@
 //! # Ok(()) }
 //! ```
 
+mod append;
+mod crc32;
+mod cursors;
 mod error;
+mod index;
+mod log_record;
+mod msglog;
 mod records;
 mod tables;
 mod writer;
@@ -54,12 +62,13 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
 pub use error::StoreError;
+pub use msglog::LOG_FILE_NAME;
 pub use records::{
     Appended, ConsultState, Consultation, NewMessage, PurgeCount, RefreshUse, StoredMessage,
     ID_BYTES,
@@ -103,6 +112,10 @@ pub struct Store {
 struct Inner {
     /// The open database; the writer holds the other reference and is its only writer.
     db: Arc<Database>,
+    /// The message log, for positional reads; the writer appends to it.
+    log: Arc<msglog::MessageLog>,
+    /// Where each committed message is in the log; the writer publishes after each commit.
+    index: Arc<RwLock<index::MessageIndex>>,
     /// Sending half of the writer's op queue. Closed by `shutdown` or the last drop; the writer
     /// then drains what is queued and exits.
     ops: async_channel::Sender<writer::Op>,
@@ -162,8 +175,22 @@ impl Store {
         let init = db.begin_write()?;
         tables::create_all(&init)?;
         init.commit()?;
+        let recovered = msglog::MessageLog::open(dir, FILE_MODE)?;
+        log::info!(
+            "event=message_log_open messages={} bytes={}",
+            recovered.index.total(),
+            recovered.end
+        );
 
         let db = Arc::new(db);
+        let log = Arc::new(recovered.log);
+        let index = Arc::new(RwLock::new(recovered.index));
+        let appender = append::Appender::new(
+            Arc::clone(&db),
+            Arc::clone(&log),
+            Arc::clone(&index),
+            recovered.end,
+        );
         let shared = Arc::new(writer::WriterShared::default());
         let (ops_tx, ops_rx) = async_channel::bounded(QUEUE_CAPACITY);
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
@@ -173,7 +200,7 @@ impl Store {
             std::thread::Builder::new()
                 .name("store-writer".to_owned())
                 .spawn(move || {
-                    writer::run(db, ops_rx, shared);
+                    writer::run(db, appender, ops_rx, shared);
                     // The database reference is dropped above; only then report done.
                     drop(done_tx);
                 })
@@ -183,6 +210,8 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
+                log,
+                index,
                 ops: ops_tx,
                 shared,
                 writer_done: done_rx,
@@ -317,9 +346,22 @@ impl Store {
         Ok(self.inner.db.begin_read()?)
     }
 
+    /// `last_seq` and `last_message_at_ms` of records read from redb, from the log index.
+    fn filled(&self, mut records: Vec<Consultation>) -> Vec<Consultation> {
+        let index = append::read_index(&self.inner.index);
+        for c in &mut records {
+            index.fill(c);
+        }
+        records
+    }
+
     /// The consultation with this id, if any.
     pub fn consultation(&self, id: &str) -> Result<Option<Consultation>, StoreError> {
-        tables::consultation(&self.read()?, id)
+        let record = tables::consultation(&self.read()?, id)?;
+        Ok(record.map(|mut c| {
+            append::read_index(&self.inner.index).fill(&mut c);
+            c
+        }))
     }
 
     /// The consultations where `user` is patient or doctor, newest first (by creation time, then
@@ -329,12 +371,12 @@ impl Store {
         user: &str,
         limit: usize,
     ) -> Result<Vec<Consultation>, StoreError> {
-        tables::consultations_of(&self.read()?, user, limit)
+        Ok(self.filled(tables::consultations_of(&self.read()?, user, limit)?))
     }
 
     /// Every open consultation, to restore their deadlines at start.
     pub fn open_consultations(&self) -> Result<Vec<Consultation>, StoreError> {
-        tables::open_consultations(&self.read()?)
+        Ok(self.filled(tables::open_consultations(&self.read()?)?))
     }
 
     /// Messages of `consultation` with seq > `after_seq`, ascending, at most `limit`.
@@ -344,7 +386,11 @@ impl Store {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        tables::messages_after(&self.read()?, consultation, after_seq, limit)
+        let locations = append::read_index(&self.inner.index).after(consultation, after_seq, limit);
+        locations
+            .into_iter()
+            .map(|(_, loc)| self.inner.log.read(loc))
+            .collect()
     }
 
     /// Every stored revocation as (sid, until unix s), to load into memory at start.

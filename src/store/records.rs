@@ -4,15 +4,13 @@
 //! 1. A record is plain data: no handle, no lock, no knowledge of HTTP, WebSocket or JWT.
 //! 2. A consultation id is [`ID_BYTES`] random bytes as lowercase hex, so it cannot be guessed
 //!    from another one.
-//! 3. A message's `consultation` and `seq` are its key on disk and are not repeated in its
-//!    encoded value.
+//! 3. Messages are encoded by `super::log_record` (binary, in the message log), not here.
 //!
 //! # Implementation
-//! Values are encoded with `serde_json`: the records are small, JSON is self-describing so a
+//! redb values are encoded with `serde_json`: the records are small, JSON is self-describing so a
 //! field can be added later with `#[serde(default)]` without a migration, a dump of the file
 //! stays readable when diagnosing a kiosk, and the encoding cost is noise next to the fsync of
-//! every commit. `serde_json` does not escape non-ASCII text, so Chinese message bodies are
-//! stored as raw UTF-8 (no `\uXXXX` blow-up). Keys are redb's native tuples, so ordered range
+//! every commit (they change only at create, close and token events). Keys are redb's native tuples, so ordered range
 //! scans need no encoding of our own.
 
 use serde::{Deserialize, Serialize};
@@ -122,32 +120,6 @@ pub struct PurgeCount {
     pub revocations: u64,
     /// Used refresh-token jtis whose `exp` had passed.
     pub refresh_jtis: u64,
-}
-
-/// A message's encoded value: the [`StoredMessage`] minus its key (invariant 3).
-#[derive(Serialize, Deserialize)]
-pub(crate) struct MessageValue {
-    pub from: String,
-    pub role: String,
-    pub body: String,
-    pub client_id: String,
-    pub ts_ms: u64,
-    pub traceparent: String,
-}
-
-impl MessageValue {
-    pub(crate) fn into_message(self, consultation: &str, seq: u64) -> StoredMessage {
-        StoredMessage {
-            consultation: consultation.to_owned(),
-            seq,
-            from: self.from,
-            role: self.role,
-            body: self.body,
-            client_id: self.client_id,
-            ts_ms: self.ts_ms,
-            traceparent: self.traceparent,
-        }
-    }
 }
 
 /// Encodes a value for the file. Fails only on a bug (these types always serialize).

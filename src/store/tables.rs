@@ -7,8 +7,9 @@
 //!    Only an `Io` error may leave an op half-written, and the writer aborts the whole batch then.
 //! 2. `BY_USER` holds exactly one `(user, created_at_ms, id)` entry per member of each row of
 //!    `CONSULTATIONS`; `OPEN` holds exactly the ids whose state is open.
-//! 3. For every consultation `c`, `MESSAGES` holds seqs `1..=c.last_seq`, and `IDEMPOTENCY` maps
-//!    each stored message's (consultation, from, client_id) to its seq.
+//! 3. Messages are not here: they are in the message log (`super::msglog`). A consultation's
+//!    stored `last_seq`/`last_message_at_ms` stay as created; readers fill them from the log's
+//!    index.
 //! 4. `REFRESH_BY_EXP` mirrors `REFRESH_USED`, `REVOKED_BY_UNTIL` mirrors `REVOKED`: one index
 //!    entry per row, with the row's current time, so purging is a range scan.
 //!
@@ -19,10 +20,7 @@
 
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::records::{
-    decode, encode, new_id, Appended, ConsultState, Consultation, MessageValue, NewMessage,
-    PurgeCount, RefreshUse, StoredMessage,
-};
+use super::records::{decode, encode, new_id, ConsultState, Consultation, PurgeCount, RefreshUse};
 use super::StoreError;
 
 /// id → encoded [`Consultation`].
@@ -31,10 +29,6 @@ const CONSULTATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("consul
 const BY_USER: TableDefinition<(&str, u64, &str), ()> = TableDefinition::new("by_user");
 /// ids of open consultations → (): what needs timers after a restart.
 const OPEN: TableDefinition<&str, ()> = TableDefinition::new("open");
-/// (consultation id, seq) → encoded [`MessageValue`].
-const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
-/// (consultation id, from, client_id) → seq of the message first stored under that key.
-const IDEMPOTENCY: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("idempotency");
 /// used refresh jti → (sid, exp unix s): kept until exp, then purgeable.
 const REFRESH_USED: TableDefinition<&str, (&str, u64)> = TableDefinition::new("refresh_used");
 /// (exp unix s, jti) → (): index of `REFRESH_USED` by expiry.
@@ -53,8 +47,6 @@ pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(CONSULTATIONS)?;
     txn.open_table(BY_USER)?;
     txn.open_table(OPEN)?;
-    txn.open_table(MESSAGES)?;
-    txn.open_table(IDEMPOTENCY)?;
     txn.open_table(REFRESH_USED)?;
     txn.open_table(REFRESH_BY_EXP)?;
     txn.open_table(REVOKED)?;
@@ -110,63 +102,6 @@ pub(crate) fn create_consultation(
     by_user.insert((doctor, now_ms, c.id.as_str()), ())?;
     txn.open_table(OPEN)?.insert(c.id.as_str(), ())?;
     Ok(c)
-}
-
-pub(crate) fn append_message(
-    txn: &WriteTransaction,
-    m: &NewMessage,
-) -> Result<Appended, StoreError> {
-    let mut consultations = txn.open_table(CONSULTATIONS)?;
-    let mut c = get_consultation(&consultations, &m.consultation)?.ok_or(StoreError::NotFound)?;
-    let mut idempotency = txn.open_table(IDEMPOTENCY)?;
-    let mut messages = txn.open_table(MESSAGES)?;
-    let key = (
-        m.consultation.as_str(),
-        m.from.as_str(),
-        m.client_id.as_str(),
-    );
-    if let Some(seq) = idempotency.get(key)?.map(|g| g.value()) {
-        // A retry is answered even after close: it was accepted while the consultation was open.
-        let original = read_message(&messages, &m.consultation, seq)?.ok_or_else(|| {
-            StoreError::Corrupt(format!("idempotency key points at missing seq={seq}"))
-        })?;
-        return Ok(Appended {
-            message: original,
-            duplicate: true,
-        });
-    }
-    if c.state == ConsultState::Closed {
-        return Err(StoreError::Closed);
-    }
-    let seq = c
-        .last_seq
-        .checked_add(1)
-        .ok_or_else(|| StoreError::Corrupt(format!("last_seq overflow consultation={}", c.id)))?;
-    let value = MessageValue {
-        from: m.from.clone(),
-        role: m.role.clone(),
-        body: m.body.clone(),
-        client_id: m.client_id.clone(),
-        ts_ms: m.ts_ms,
-        traceparent: m.traceparent.clone(),
-    };
-    let encoded = encode(&value)?;
-    debug_assert!(
-        messages.get((m.consultation.as_str(), seq))?.is_none(),
-        "seq already taken: consultation={} seq={seq} last_seq={}",
-        c.id,
-        c.last_seq
-    );
-    // Invariant 1: every check above is done; from here on only Io can fail.
-    messages.insert((m.consultation.as_str(), seq), encoded.as_slice())?;
-    idempotency.insert(key, seq)?;
-    c.last_seq = seq;
-    c.last_message_at_ms = m.ts_ms;
-    put_consultation(&mut consultations, &c)?;
-    Ok(Appended {
-        message: value.into_message(&m.consultation, seq),
-        duplicate: false,
-    })
 }
 
 pub(crate) fn close_consultation(
@@ -268,25 +203,16 @@ where
 // Reads: each on its own read transaction, concurrent with the writer.
 // ---------------------------------------------------------------------------------------------
 
-fn read_message<T>(
-    table: &T,
-    consultation: &str,
-    seq: u64,
-) -> Result<Option<StoredMessage>, StoreError>
-where
-    T: ReadableTable<(&'static str, u64), &'static [u8]>,
-{
-    match table.get((consultation, seq))? {
-        Some(guard) => {
-            let value: MessageValue = decode("message", guard.value())?;
-            Ok(Some(value.into_message(consultation, seq)))
-        }
-        None => Ok(None),
-    }
-}
-
 pub(crate) fn consultation(
     txn: &ReadTransaction,
+    id: &str,
+) -> Result<Option<Consultation>, StoreError> {
+    get_consultation(&txn.open_table(CONSULTATIONS)?, id)
+}
+
+/// [`consultation`] inside the writer's batch: sees what the batch already changed.
+pub(crate) fn consultation_for_write(
+    txn: &WriteTransaction,
     id: &str,
 ) -> Result<Option<Consultation>, StoreError> {
     get_consultation(&txn.open_table(CONSULTATIONS)?, id)
@@ -326,29 +252,6 @@ pub(crate) fn open_consultations(txn: &ReadTransaction) -> Result<Vec<Consultati
             StoreError::Corrupt(format!("open index names missing consultation={id}"))
         })?;
         out.push(c);
-    }
-    Ok(out)
-}
-
-pub(crate) fn messages_after(
-    txn: &ReadTransaction,
-    consultation: &str,
-    after_seq: u64,
-    limit: usize,
-) -> Result<Vec<StoredMessage>, StoreError> {
-    let Some(first) = after_seq.checked_add(1) else {
-        return Ok(Vec::new());
-    };
-    let messages = txn.open_table(MESSAGES)?;
-    let mut out = Vec::new();
-    for entry in messages
-        .range((consultation, first)..=(consultation, u64::MAX))?
-        .take(limit)
-    {
-        let (key, value) = entry?;
-        let (_, seq) = key.value();
-        let value: MessageValue = decode("message", value.value())?;
-        out.push(value.into_message(consultation, seq));
     }
     Ok(out)
 }

@@ -3,19 +3,23 @@
 //! # Invariants
 //! 1. Exactly one thread calls `begin_write`, so ops apply in queue order and a batch never
 //!    waits on a lock.
-//! 2. A batch holds 1..=[`MAX_BATCH`] ops, applied in one write transaction and committed once.
-//!    Every op of a batch gets its reply only after that commit returned: an `Ok` reply means
-//!    the op is durable (redb's default `Durability::Immediate`: fsync before `commit` returns).
-//! 3. If the commit (or an `Io` error inside any op) fails, the transaction is aborted, nothing
-//!    of the batch is visible, and every op of the batch is answered with that error.
+//! 2. A batch holds 1..=[`MAX_BATCH`] ops and at most about [`BATCH_LOG_BYTES`] of messages.
+//!    Its redb ops (consultations, tokens, revocations) are applied in one write transaction,
+//!    committed first; its messages are then written to the message log with one write and one
+//!    fdatasync. Every op gets its reply only after that: an `Ok` reply means the op is durable.
+//! 3. If the redb commit (or an `Io` error inside any op) fails, nothing of the batch is
+//!    visible and every op is answered with that error. If only the log write fails, the
+//!    batch's messages are answered with that error and are not visible; its redb ops stand
+//!    (they are independent of the messages: a close or a create commits on its own).
 //! 4. The thread exits only when the op queue is closed and empty: queued ops are never dropped.
 //!
 //! # Implementation
-//! The thread blocks on the queue for the first op, then drains whatever else is already queued
-//! (bounded by [`MAX_BATCH`]) without waiting: under load many callers' ops share one fsync,
-//! when idle a lone op is committed at once (no added latency). Each op carries its own
-//! `bounded(1)` reply channel; a caller that stopped waiting simply never reads its reply,
-//! and its op still commits.
+//! The thread blocks on the queue for the first op, then takes whatever else is already queued
+//! (bounded as above) without waiting: under load many callers' ops share one fsync, when idle
+//! a lone op is committed at once (no added latency). The redb transaction is begun only if the
+//! batch has a redb op, so a batch of messages costs one write and one fdatasync. Each op
+//! carries its own `bounded(1)` reply channel; a caller that stopped waiting simply never reads
+//! its reply, and its op still commits.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +27,8 @@ use std::time::Instant;
 
 use redb::{Database, WriteTransaction};
 
+use super::append::{Appender, LogBatch};
+use super::msglog::BATCH_LOG_BYTES;
 use super::records::{Appended, Consultation, NewMessage, PurgeCount, RefreshUse};
 use super::{tables, StoreError};
 
@@ -94,25 +100,34 @@ pub(crate) struct WriterShared {
 trait Staged: Send {
     /// The `Io` error that poisons the batch, if this op hit one.
     fn fatal(&self) -> Option<StoreError>;
-    /// Answers the caller: the op's own outcome if the batch committed, else the batch's error.
-    fn deliver(self: Box<Self>, batch: &Result<(), StoreError>);
+    /// Whether the op's outcome depends on the message log write (an append).
+    fn uses_log(&self) -> bool;
+    /// Answers the caller: the op's own outcome if its part of the batch committed, else that
+    /// part's error.
+    fn deliver(self: Box<Self>, committed: &Result<(), StoreError>);
 }
 
 struct Pending<T> {
     reply: Reply<T>,
     outcome: Result<T, StoreError>,
+    uses_log: bool,
 }
 
 impl<T: Send + 'static> Staged for Pending<T> {
     fn fatal(&self) -> Option<StoreError> {
         match &self.outcome {
-            Err(e @ StoreError::Io(_)) => Some(e.clone()),
+            // An append stages nothing unless it succeeds, so its errors fail it alone.
+            Err(e @ StoreError::Io(_)) if !self.uses_log => Some(e.clone()),
             _ => None,
         }
     }
 
-    fn deliver(self: Box<Self>, batch: &Result<(), StoreError>) {
-        let answer = match batch {
+    fn uses_log(&self) -> bool {
+        self.uses_log
+    }
+
+    fn deliver(self: Box<Self>, committed: &Result<(), StoreError>) {
+        let answer = match committed {
             Ok(()) => self.outcome,
             Err(e) => Err(e.clone()),
         };
@@ -122,77 +137,150 @@ impl<T: Send + 'static> Staged for Pending<T> {
 }
 
 fn staged<T: Send + 'static>(reply: Reply<T>, outcome: Result<T, StoreError>) -> Box<dyn Staged> {
-    Box::new(Pending { reply, outcome })
+    Box::new(Pending {
+        reply,
+        outcome,
+        uses_log: false,
+    })
 }
 
-impl Op {
-    /// Applies the op inside the batch's transaction (see `tables` invariant 1).
-    fn apply(self, txn: &WriteTransaction) -> Box<dyn Staged> {
-        match self {
+/// One batch being applied.
+struct Batch<'a> {
+    db: &'a Database,
+    /// Begun at the first redb op of the batch.
+    txn: Option<WriteTransaction>,
+    log: LogBatch,
+    staged: Vec<Box<dyn Staged>>,
+    /// The first error that fails the whole batch (invariant 3).
+    fatal: Option<StoreError>,
+}
+
+impl Batch<'_> {
+    fn txn(&mut self) -> Result<&WriteTransaction, StoreError> {
+        if self.txn.is_none() {
+            self.txn = Some(self.db.begin_write()?);
+        }
+        self.txn
+            .as_ref()
+            .ok_or_else(|| StoreError::Io("no write transaction".to_owned()))
+    }
+
+    fn full(&self) -> bool {
+        self.staged.len() >= MAX_BATCH || self.log.bytes() >= BATCH_LOG_BYTES
+    }
+
+    /// Applies one op (see `tables` invariant 1), or skips it once the batch has failed.
+    fn apply(&mut self, op: Op, appender: &mut Appender) {
+        if let Some(err) = &self.fatal {
+            let err = err.clone();
+            self.staged.push(op.answer_with(err));
+            return;
+        }
+        let s = match op {
+            Op::Append { message, reply } => {
+                let outcome = appender.stage(&message, self.txn.as_ref(), &mut self.log);
+                Box::new(Pending {
+                    reply,
+                    outcome,
+                    uses_log: true,
+                })
+            }
             Op::Create {
                 patient,
                 doctor,
                 now_ms,
                 reply,
-            } => staged(
-                reply,
-                tables::create_consultation(txn, &patient, &doctor, now_ms),
-            ),
-            Op::Append { message, reply } => staged(reply, tables::append_message(txn, &message)),
+            } => {
+                let outcome = self
+                    .txn()
+                    .and_then(|txn| tables::create_consultation(txn, &patient, &doctor, now_ms));
+                staged(reply, outcome)
+            }
             Op::Close {
                 id,
                 reason,
                 now_ms,
                 reply,
-            } => staged(reply, tables::close_consultation(txn, &id, &reason, now_ms)),
+            } => {
+                let outcome = self
+                    .txn()
+                    .and_then(|txn| tables::close_consultation(txn, &id, &reason, now_ms))
+                    .map(|mut record| {
+                        appender.closed(&mut record);
+                        record
+                    });
+                staged(reply, outcome)
+            }
             Op::UseRefresh {
                 jti,
                 sid,
                 exp_unix,
                 reply,
-            } => staged(reply, tables::use_refresh(txn, &jti, &sid, exp_unix)),
+            } => {
+                let outcome = self
+                    .txn()
+                    .and_then(|txn| tables::use_refresh(txn, &jti, &sid, exp_unix));
+                staged(reply, outcome)
+            }
             Op::Revoke {
                 sid,
                 until_unix,
                 reply,
-            } => staged(reply, tables::revoke_sid(txn, &sid, until_unix)),
-            Op::Purge { now_unix, reply } => staged(reply, tables::purge_expired(txn, now_unix)),
-        }
+            } => {
+                let outcome = self
+                    .txn()
+                    .and_then(|txn| tables::revoke_sid(txn, &sid, until_unix));
+                staged(reply, outcome)
+            }
+            Op::Purge { now_unix, reply } => {
+                let outcome = self
+                    .txn()
+                    .and_then(|txn| tables::purge_expired(txn, now_unix));
+                staged(reply, outcome)
+            }
+        };
+        self.fatal = s.fatal();
+        self.staged.push(s);
     }
+}
 
-    /// Not applied: the batch already failed; the reply will carry the batch's error.
-    fn skip(self) -> Box<dyn Staged> {
-        fn e<T>() -> Result<T, StoreError> {
-            Err(StoreError::Io("batch aborted".to_owned()))
-        }
+impl Op {
+    /// Not applied: the batch already failed; the reply carries the batch's error.
+    fn answer_with(self, err: StoreError) -> Box<dyn Staged> {
         match self {
-            Op::Create { reply, .. } | Op::Close { reply, .. } => staged(reply, e()),
-            Op::Append { reply, .. } => staged(reply, e()),
-            Op::UseRefresh { reply, .. } => staged(reply, e()),
-            Op::Revoke { reply, .. } => staged(reply, e()),
-            Op::Purge { reply, .. } => staged(reply, e()),
+            Op::Create { reply, .. } | Op::Close { reply, .. } => staged(reply, Err(err)),
+            Op::Append { reply, .. } => staged(reply, Err(err)),
+            Op::UseRefresh { reply, .. } => staged(reply, Err(err)),
+            Op::Revoke { reply, .. } => staged(reply, Err(err)),
+            Op::Purge { reply, .. } => staged(reply, Err(err)),
         }
     }
 }
 
 /// The writer thread's body. Returns when the queue is closed and drained (invariant 4).
-pub(crate) fn run(db: Arc<Database>, ops: async_channel::Receiver<Op>, shared: Arc<WriterShared>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+pub(crate) fn run(
+    db: Arc<Database>,
+    mut appender: Appender,
+    ops: async_channel::Receiver<Op>,
+    shared: Arc<WriterShared>,
+) {
     while let Ok(first) = ops.recv_blocking() {
-        batch.push(first);
-        // Bounded drain: a batch never exceeds MAX_BATCH, the rest waits for the next commit.
-        while batch.len() < MAX_BATCH {
+        let mut batch = Batch {
+            db: &db,
+            txn: None,
+            log: LogBatch::default(),
+            staged: Vec::new(),
+            fatal: None,
+        };
+        batch.apply(first, &mut appender);
+        // Bounded drain: the rest waits for the next commit.
+        while !batch.full() {
             match ops.try_recv() {
-                Ok(op) => batch.push(op),
+                Ok(op) => batch.apply(op, &mut appender),
                 Err(_) => break,
             }
         }
-        debug_assert!(
-            (1..=MAX_BATCH).contains(&batch.len()),
-            "batch size out of bounds: len={} max={MAX_BATCH}",
-            batch.len()
-        );
-        commit_batch(&db, &mut batch, &shared);
+        commit_batch(batch, &mut appender, &shared);
     }
     log::debug!(
         "event=store_writer_exit commits={}",
@@ -200,68 +288,61 @@ pub(crate) fn run(db: Arc<Database>, ops: async_channel::Receiver<Op>, shared: A
     );
 }
 
-fn commit_batch(db: &Database, batch: &mut Vec<Op>, shared: &WriterShared) {
-    let size = batch.len();
-    let txn = match db.begin_write() {
-        Ok(txn) => txn,
-        Err(e) => {
-            let err = StoreError::from(e);
-            log::error!("event=store_begin_failed ops={size} error={err}");
-            shared.failed_batches.fetch_add(1, Ordering::Relaxed);
-            let outcome = Err(err);
-            for op in batch.drain(..) {
-                op.skip().deliver(&outcome);
-            }
-            return;
-        }
-    };
-    let mut staged = Vec::with_capacity(size);
-    let mut fatal: Option<StoreError> = None;
-    for op in batch.drain(..) {
-        if fatal.is_some() {
-            staged.push(op.skip());
-            continue;
-        }
-        let s = op.apply(&txn);
-        fatal = s.fatal();
-        staged.push(s);
-    }
+fn commit_batch(batch: Batch<'_>, appender: &mut Appender, shared: &WriterShared) {
+    let Batch {
+        txn,
+        log,
+        staged,
+        mut fatal,
+        ..
+    } = batch;
+    let size = staged.len();
     if fatal.is_none() && shared.fail_commits.load(Ordering::Relaxed) {
         fatal = Some(StoreError::Io("commit failed (fault injection)".to_owned()));
     }
-    let outcome = match fatal {
-        Some(err) => {
-            if let Err(e) = txn.abort() {
+    let started = Instant::now();
+    let redb_outcome = match (fatal, txn) {
+        (Some(err), txn) => {
+            if let Some(Err(e)) = txn.map(|t| t.abort()) {
                 log::error!("event=store_abort_failed error={}", StoreError::from(e));
             }
             Err(err)
         }
-        None => {
-            let started = Instant::now();
-            let committed = txn.commit().map_err(StoreError::from);
-            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            if committed.is_ok() {
-                shared.commits.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .ops_committed
-                    .fetch_add(size as u64, Ordering::Relaxed);
-                shared
-                    .commit_micros_total
-                    .fetch_add(micros, Ordering::Relaxed);
-                shared
-                    .commit_micros_max
-                    .fetch_max(micros, Ordering::Relaxed);
-                log::trace!("event=store_commit ops={size} commit_us={micros}");
-            }
-            committed
+        (None, Some(txn)) => txn.commit().map_err(StoreError::from),
+        (None, None) => Ok(()),
+    };
+    let log_outcome = match &redb_outcome {
+        Ok(()) => appender.commit(log),
+        Err(e) => {
+            appender.abort();
+            Err(e.clone())
         }
     };
-    if let Err(e) = &outcome {
-        shared.failed_batches.fetch_add(1, Ordering::Relaxed);
-        log::warn!("event=store_batch_failed ops={size} error={e}");
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    match (&redb_outcome, &log_outcome) {
+        (Ok(()), Ok(())) => {
+            shared.commits.fetch_add(1, Ordering::Relaxed);
+            shared
+                .ops_committed
+                .fetch_add(size as u64, Ordering::Relaxed);
+            shared
+                .commit_micros_total
+                .fetch_add(micros, Ordering::Relaxed);
+            shared
+                .commit_micros_max
+                .fetch_max(micros, Ordering::Relaxed);
+            log::trace!("event=store_commit ops={size} commit_us={micros}");
+        }
+        (Err(e), _) | (Ok(()), Err(e)) => {
+            shared.failed_batches.fetch_add(1, Ordering::Relaxed);
+            log::warn!("event=store_batch_failed ops={size} error={e}");
+        }
     }
-    debug_assert_eq!(staged.len(), size, "every op of the batch must be answered");
     for s in staged {
-        s.deliver(&outcome);
+        if s.uses_log() {
+            s.deliver(&log_outcome);
+        } else {
+            s.deliver(&redb_outcome);
+        }
     }
 }

@@ -1,0 +1,100 @@
+//! The writer's view of each open consultation it appends to: state, next seq, and which
+//! (sender, client_id) keys it already stored.
+//!
+//! # Invariants
+//! 1. A cached cursor equals the durable state plus the ops already applied in the current
+//!    batch. When a batch fails, every cursor is dropped ([`Cursors::clear`]) and reloaded from
+//!    the durable state on next use, so a failed batch leaves no trace here either.
+//! 2. Only open consultations are cached; a closed one is answered from the durable state
+//!    (rare: sessions refuse sends to closed consultations before they reach the store).
+//! 3. `dedupe` maps a hash of (from, client_id) to the seq of the first message stored under
+//!    it. A hash is never trusted alone: the message at that seq is read and compared, and on a
+//!    mismatch (a collision) the consultation's messages are scanned.
+//!
+//! # Implementation
+//! Owned by the writer thread only: no lock. Loading a cursor reads the consultation's record
+//! and every message it has (to rebuild `dedupe`): once per consultation per writer lifetime,
+//! i.e. after a restart.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use super::records::ConsultState;
+
+/// One consultation's append state.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    /// Open, or closed by an op of the current batch.
+    pub state: ConsultState,
+    /// Seq of the newest message, staged ones included; 0 while there is none.
+    pub last_seq: u64,
+    /// ts_ms of that message (the creation time while there is none).
+    pub last_ts_ms: u64,
+    /// hash(from, client_id) → seq (invariant 3).
+    pub dedupe: HashMap<u64, u64>,
+}
+
+/// Cursors of the open consultations appended to since the writer started.
+#[derive(Debug, Default)]
+pub(crate) struct Cursors {
+    map: HashMap<String, Cursor>,
+}
+
+impl Cursors {
+    pub(crate) fn get_mut(&mut self, consultation: &str) -> Option<&mut Cursor> {
+        self.map.get_mut(consultation)
+    }
+
+    pub(crate) fn insert(&mut self, consultation: &str, cursor: Cursor) -> &mut Cursor {
+        self.map.entry(consultation.to_owned()).or_insert(cursor)
+    }
+
+    /// Forgets the cursors of consultations that a committed batch closed (invariant 2).
+    pub(crate) fn drop_closed(&mut self) {
+        self.map.retain(|_, c| c.state == ConsultState::Open);
+    }
+
+    /// Forgets everything (invariant 1).
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+    }
+}
+
+/// The dedupe hash of a (sender, client_id) key. Length-prefixed so that ("ab", "c") and
+/// ("a", "bc") differ. Deterministic within a run, which is all invariant 3 needs.
+pub(crate) fn key_hash(from: &str, client_id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    from.len().hash(&mut h);
+    from.hash(&mut h);
+    client_id.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_key_hash_separates_field_boundaries() {
+        assert_ne!(key_hash("ab", "c"), key_hash("a", "bc"));
+        assert_eq!(key_hash("p1", "c-1"), key_hash("p1", "c-1"));
+    }
+
+    #[test]
+    fn cursors_drop_closed_keeps_open_only() {
+        let mut cs = Cursors::default();
+        let cursor = |state| Cursor {
+            state,
+            last_seq: 0,
+            last_ts_ms: 0,
+            dedupe: HashMap::new(),
+        };
+        cs.insert("open", cursor(ConsultState::Open));
+        cs.insert("closed", cursor(ConsultState::Closed));
+        cs.drop_closed();
+        assert!(cs.get_mut("open").is_some());
+        assert!(cs.get_mut("closed").is_none());
+        cs.clear();
+        assert!(cs.get_mut("open").is_none());
+    }
+}
