@@ -601,6 +601,30 @@ fn log_damage_before_the_last_batch_is_corrupt() -> TestResult {
 }
 
 #[test]
+fn append_retry_after_close_and_restart_returns_original() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let id = log_with_messages(dir.path(), 3, 1)?;
+    let store = Store::open(dir.path())?;
+    smol::block_on(async {
+        store
+            .close_consultation(&id, "closed_by_member", T0 + 9)
+            .await?;
+        // A retry of seq 2, accepted while open, is still answered with the original.
+        let retry = store.append_message(msg(&id, "p1", "c1", "retry")).await?;
+        assert!(retry.duplicate);
+        assert_eq!(
+            (retry.message.seq, retry.message.body.as_str()),
+            (2, "m1-x")
+        );
+        let fresh = store.append_message(msg(&id, "p1", "c-new", "late")).await;
+        assert_eq!(fresh, Err(StoreError::Closed));
+        Ok::<_, StoreError>(())
+    })?;
+    assert_eq!(store.messages_after(&id, 0, 100)?.len(), 3);
+    Ok(())
+}
+
+#[test]
 fn log_file_is_owner_only() -> TestResult {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir()?;

@@ -17,7 +17,8 @@
 //! i.e. after a restart.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::OnceLock;
 
 use super::records::ConsultState;
 
@@ -60,10 +61,15 @@ impl Cursors {
     }
 }
 
+/// Keys of the dedupe hash: random per process, so a client cannot craft client_ids that
+/// collide with another message's and force the slow scan of invariant 3 on every send.
+static HASH_KEYS: OnceLock<RandomState> = OnceLock::new();
+
 /// The dedupe hash of a (sender, client_id) key. Length-prefixed so that ("ab", "c") and
-/// ("a", "bc") differ. Deterministic within a run, which is all invariant 3 needs.
+/// ("a", "bc") differ. Stable within a run, which is all invariant 3 needs (cursors are
+/// rebuilt from the log after a restart).
 pub(crate) fn key_hash(from: &str, client_id: &str) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = HASH_KEYS.get_or_init(RandomState::new).build_hasher();
     from.len().hash(&mut h);
     from.hash(&mut h);
     client_id.hash(&mut h);
