@@ -745,9 +745,18 @@ impl Session {
     }
 
     /// Answers the sends at the head of the FIFO whose outcome is known now, without waiting
-    /// (bounded: the FIFO holds at most [`MAX_IN_FLIGHT`]).
+    /// for a commit (bounded: the FIFO holds at most [`MAX_IN_FLIGHT`]).
+    ///
+    /// Answering a send relays it, and one commit batch may hold all of this socket's sends in
+    /// flight: the task yields before each next one, so the sockets it relayed to get to write
+    /// in between and a reader that keeps up never finds a whole batch in its bounded outbox
+    /// at once.
     async fn answer_ready(&mut self) -> Result<(), End> {
         for _ in 0..MAX_IN_FLIGHT {
+            if self.pipeline.is_empty() {
+                break;
+            }
+            smol::future::yield_now().await;
             match smol::future::poll_once(self.pipeline.next()).await {
                 Some((client_id, outcome)) => self.answer(&client_id, outcome).await?,
                 None => break,
