@@ -732,8 +732,11 @@ fn slow_consumer_closes_4029_without_slowing_another_socket() {
         "100000",
         "--send-burst",
         "100000",
+        // Small, so the stalled socket overflows soon; yet a few times what one pipelining
+        // sender's commit batch relays at once (its sends in flight, 8), which a reader that
+        // keeps up must be able to take.
         "--outbound-queue-messages",
-        "8",
+        "32",
     ]);
     smol::block_on(async {
         let (mut stalled, _) = connect_ready(p.gw.addr, &p.doctor).await;

@@ -58,6 +58,9 @@ pub const WRITE_BUFFER_BYTES: usize = 4096;
 pub const CLOSE_GRACE_MS: u64 = 1000;
 /// Outbound frames written per turn before incoming frames are looked at again.
 const OUTBOX_BATCH: usize = 32;
+/// Incoming frames handled per turn when they are already readable: a FIFO's worth, so a
+/// pipelining client's burst costs one turn; bounded so the outbox and timers get their turn.
+const INCOMING_BATCH: usize = MAX_IN_FLIGHT;
 /// Rate-limited sends beyond this many per bad-frame window count as abuse (close 1008).
 const RATE_LIMITED_ABUSE_FACTOR: u32 = 5;
 
@@ -267,7 +270,7 @@ impl Session {
                 Event::Cancelled(reason) => Err(self.end_for(&reason)),
                 Event::Answered(client_id, outcome) => self.answer(&client_id, outcome).await,
                 Event::Incoming(None) => Err(End::Gone),
-                Event::Incoming(Some(frame)) => match self.on_incoming(frame).await {
+                Event::Incoming(Some(frame)) => match self.on_incoming_batch(frame).await {
                     // A client whose frames are always ready must not starve its own outbox.
                     Ok(()) => self.flush_ready_outbox().await,
                     Err(end) => Err(end),
@@ -303,6 +306,24 @@ impl Session {
     }
 
     // ---------------------------------------------------------------- incoming
+
+    /// Handles `first`, then the frames that are already readable, at most [`INCOMING_BATCH`]
+    /// and never past a full FIFO (backpressure): one turn of the loop, and one flush, for the
+    /// frames a pipelining client sent together.
+    async fn on_incoming_batch(&mut self, first: Result<Message, WsError>) -> Result<(), End> {
+        self.on_incoming(first).await?;
+        for _ in 1..INCOMING_BATCH {
+            if self.pipeline.is_full() {
+                break;
+            }
+            match smol::future::poll_once(self.ws.next()).await {
+                Some(Some(frame)) => self.on_incoming(frame).await?,
+                Some(None) => return Err(End::Gone),
+                None => break,
+            }
+        }
+        Ok(())
+    }
 
     async fn on_incoming(&mut self, frame: Result<Message, WsError>) -> Result<(), End> {
         let message = match frame {
@@ -746,17 +767,11 @@ impl Session {
 
     /// Answers the sends at the head of the FIFO whose outcome is known now, without waiting
     /// for a commit (bounded: the FIFO holds at most [`MAX_IN_FLIGHT`]).
-    ///
-    /// Answering a send relays it, and one commit batch may hold all of this socket's sends in
-    /// flight: the task yields before each next one, so the sockets it relayed to get to write
-    /// in between and a reader that keeps up never finds a whole batch in its bounded outbox
-    /// at once.
     async fn answer_ready(&mut self) -> Result<(), End> {
         for _ in 0..MAX_IN_FLIGHT {
             if self.pipeline.is_empty() {
                 break;
             }
-            smol::future::yield_now().await;
             match smol::future::poll_once(self.pipeline.next()).await {
                 Some((client_id, outcome)) => self.answer(&client_id, outcome).await?,
                 None => break,
