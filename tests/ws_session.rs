@@ -452,7 +452,11 @@ fn pipeline_retry_of_in_flight_client_id_gets_same_seq_and_one_delivery() {
             assert_eq!(ack["client_id"], json!(client_id));
             seqs.push(ack["seq"].as_u64().unwrap_or(0));
         }
-        assert_eq!(seqs, vec![1, 2, 3, 2, 4, 2], "a retry gets the original's seq");
+        assert_eq!(
+            seqs,
+            vec![1, 2, 3, 2, 4, 2],
+            "a retry gets the original's seq"
+        );
         let mut relayed = Vec::new();
         for _ in 0..4 {
             let m = dc.recv_type("message").await;

@@ -17,7 +17,6 @@
 //! an idle socket holds none.
 
 use crate::consult::{ConsultError, SendTicket};
-use crate::store::Appended;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -33,8 +32,10 @@ pub const MAX_IN_FLIGHT: usize = 8;
 /// How one send ended, for the frame that answers it.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Committed (or a retry of a committed `client_id`): answered with `ack`.
-    Acked(Appended),
+    /// Committed (or a retry of a committed `client_id`): answered with `ack`. Only what the
+    /// ack needs is kept: outcomes travel in the session loop's event, which every socket's task
+    /// holds room for.
+    Acked { consultation: String, seq: u64 },
     /// Refused by the consultation or the store: answered with its error.
     Failed(ConsultError),
     /// Over the socket's send rate: answered with `rate_limited`.
@@ -109,7 +110,10 @@ impl Pipeline {
         };
         if let Work::Waiting(ticket) = &mut head.work {
             let outcome = match std::task::ready!(Pin::new(ticket).poll(cx)) {
-                Ok(appended) => Outcome::Acked(appended),
+                Ok(appended) => Outcome::Acked {
+                    consultation: appended.message.consultation,
+                    seq: appended.message.seq,
+                },
                 Err(error) => Outcome::Failed(error),
             };
             head.work = Work::Known(outcome);

@@ -379,15 +379,9 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
-        let decoded = decode_client_frame(text);
-        if !matches!(
-            decoded,
-            Ok(ClientFrame::Send { .. } | ClientFrame::Leave { .. })
-        ) {
-            // Anything that answers waits for the sends before it (invariant 5).
-            self.settle().await?;
-        }
-        let frame = match decoded {
+        // Every command that answers settles the sends before it first (invariant 5): `send`
+        // queues behind them, `leave` answers nothing.
+        let frame = match decode_client_frame(text) {
             Ok(frame) => frame,
             Err(error) => return self.bad_frame(error).await,
         };
@@ -400,6 +394,7 @@ impl Session {
         }
         match frame {
             ClientFrame::Auth { .. } => {
+                self.settle().await?;
                 self.error("bad_request", "already authenticated", Some("auth"))
                     .await
             }
@@ -441,6 +436,7 @@ impl Session {
         if self.claims.is_none() && self.mode == Mode::Chat {
             return Err(End::Close(close::POLICY, "bad auth frame"));
         }
+        self.settle().await?;
         if error.is_bad_frame() && self.bad_frames.record(self.scope.now()) {
             return Err(End::Close(close::POLICY, "too many bad frames"));
         }
@@ -549,6 +545,7 @@ impl Session {
     }
 
     async fn renew(&mut self, token: &str) -> Result<(), End> {
+        self.settle().await?;
         let now = self.ctx.server.timers().unix_s();
         let verified = self
             .ctx
@@ -623,6 +620,7 @@ impl Session {
     }
 
     async fn join(&mut self, consultation: &str, after: u64) -> Result<(), End> {
+        self.settle().await?;
         let Some((user, role, admin)) = self.caller() else {
             return Ok(());
         };
@@ -735,9 +733,7 @@ impl Session {
             .await;
         match begun {
             Ok(ticket) => self.pipeline.push_waiting(client_id, ticket),
-            Err(error) => self
-                .pipeline
-                .push_known(client_id, Outcome::Failed(error)),
+            Err(error) => self.pipeline.push_known(client_id, Outcome::Failed(error)),
         }
         Ok(())
     }
@@ -745,13 +741,12 @@ impl Session {
     /// Writes the frame that answers one send.
     async fn answer(&mut self, client_id: &str, outcome: Outcome) -> Result<(), End> {
         match outcome {
-            Outcome::Acked(appended) => {
-                let m = &appended.message;
+            Outcome::Acked { consultation, seq } => {
                 self.write_text(
                     ServerFrame::Ack {
-                        client_id: &m.client_id,
-                        consultation: &m.consultation,
-                        seq: m.seq,
+                        client_id,
+                        consultation: &consultation,
+                        seq,
                     }
                     .to_json(),
                 )
@@ -782,6 +777,14 @@ impl Session {
 
     /// Waits for every send in flight and answers it, oldest first (invariant 5).
     async fn settle(&mut self) -> Result<(), End> {
+        if self.pipeline.is_empty() {
+            return Ok(());
+        }
+        // Boxed: this rare wait would otherwise widen every socket's task, idle ones included.
+        Box::pin(self.settle_all()).await
+    }
+
+    async fn settle_all(&mut self) -> Result<(), End> {
         for _ in 0..MAX_IN_FLIGHT {
             if self.pipeline.is_empty() {
                 break;
