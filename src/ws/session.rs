@@ -27,7 +27,7 @@ use super::pipeline::{Outcome, Pipeline, MAX_IN_FLIGHT};
 use super::{SessionCtx, SessionSettings};
 use crate::auth::{AuthError, Claims, LiveGuard, TokenType};
 use crate::consult::outbox::{outbox, Outbox, OutboxRx};
-use crate::consult::{Caller, ConsultError, Outgoing, REPLAY_PAGE};
+use crate::consult::{Caller, ConsultError, Outgoing, SendTicket, REPLAY_PAGE};
 use crate::http::Upgraded;
 use crate::observe::TraceParent;
 use crate::scope::{CancelReason, Scope, ScopeTimer};
@@ -41,8 +41,10 @@ use futures_util::SinkExt;
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::TcpStream;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::rc::Rc;
 
 /// tungstenite reads in chunks of this size and keeps that much buffer per socket: its 128 KiB
@@ -717,25 +719,72 @@ impl Session {
             admin,
         };
         let ctx = self.ctx.clone();
-        let begun = ctx
-            .consults
-            .begin_send(
-                &caller,
-                Outgoing {
-                    consultation,
-                    client_id,
-                    body,
-                    traceparent: &span,
-                    ts_ms: ctx.server.timers().unix_ms(),
-                    session_id: self.id,
-                },
-            )
-            .await;
+        let begin = ctx.consults.begin_send(
+            &caller,
+            Outgoing {
+                consultation,
+                client_id,
+                body,
+                traceparent: &span,
+                ts_ms: ctx.server.timers().unix_ms(),
+                session_id: self.id,
+            },
+        );
+        let mut begin = std::pin::pin!(begin);
+        let begun = match smol::future::poll_once(begin.as_mut()).await {
+            Some(begun) => begun,
+            // The store's queue is full. Boxed: rare, and it would widen every socket's task.
+            None => Box::pin(self.wait_queued(begin)).await?,
+        };
         match begun {
             Ok(ticket) => self.pipeline.push_waiting(client_id, ticket),
             Err(error) => self.pipeline.push_known(client_id, Outcome::Failed(error)),
         }
         Ok(())
+    }
+
+    /// Waits for a send to be queued while the store's queue is full, and meanwhile answers
+    /// the sends that commit and writes the outbox: a session held back by the store must still
+    /// relay what it has committed (the other member's messages wait in the room for those
+    /// seqs) and deliver what others relayed to it. No frame is read meanwhile (backpressure).
+    async fn wait_queued(
+        &mut self,
+        mut begin: Pin<&mut impl Future<Output = Result<SendTicket, ConsultError>>>,
+    ) -> Result<Result<SendTicket, ConsultError>, End> {
+        enum Wait {
+            Queued(Result<SendTicket, ConsultError>),
+            Answered(String, Outcome),
+            Outgoing(Option<Bytes>),
+        }
+        // Ends when the store takes the op, or the scope is cancelled; each pass answers or
+        // writes one frame.
+        loop {
+            let waited = {
+                let Session {
+                    scope,
+                    pipeline,
+                    outbox_rx,
+                    ..
+                } = &mut *self;
+                let queued = async { Wait::Queued(begin.as_mut().await) };
+                let answered = async {
+                    let (client_id, outcome) = pipeline.next().await;
+                    Wait::Answered(client_id, outcome)
+                };
+                let outgoing = async { Wait::Outgoing(outbox_rx.recv().await) };
+                scope.run(queued.or(answered).or(outgoing)).await
+            };
+            match waited {
+                Ok(Wait::Queued(begun)) => return Ok(begun),
+                Ok(Wait::Answered(client_id, outcome)) => self.answer(&client_id, outcome).await?,
+                Ok(Wait::Outgoing(Some(frame))) => self.write_frame(frame).await?,
+                Ok(Wait::Outgoing(None)) => {
+                    return Err(End::Close(close::SLOW_CONSUMER, "slow consumer"))
+                }
+                Err(reason) => return Err(self.end_for(&reason)),
+            }
+            self.flush().await?;
+        }
     }
 
     /// Writes the frame that answers one send.
