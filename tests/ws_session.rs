@@ -387,6 +387,123 @@ fn chat_rate_limit_gives_rate_limited_and_keeps_socket() {
     });
 }
 
+// ------------------------------------------------------------------ pipelined sends
+
+/// Sends `client_ids` back to back without reading anything in between.
+async fn send_burst(c: &mut support::ws::Client, id: &str, client_ids: &[String]) {
+    for client_id in client_ids {
+        c.send(json!({"type": "send", "consultation": id, "client_id": client_id, "body": format!("body of {client_id}")}))
+            .await;
+    }
+}
+
+#[test]
+fn pipeline_burst_acks_in_send_order_and_relays_each_once_in_seq_order() {
+    // More sends than a socket keeps in flight: the server must also hold back reading.
+    const N: u64 = 40;
+    let p = pair(&["--send-rate-per-s", "10000", "--send-burst", "10000"]);
+    smol::block_on(async {
+        let (mut pc, _) = connect_ready(p.gw.addr, &p.patient).await;
+        let (mut dc, _) = connect_ready(p.gw.addr, &p.doctor).await;
+        dc.join(&p.id, 0).await;
+        let ids: Vec<String> = (0..N).map(|i| format!("b{i}")).collect();
+        send_burst(&mut pc, &p.id, &ids).await;
+        for (i, client_id) in ids.iter().enumerate() {
+            let ack = pc.recv().await;
+            assert_eq!(
+                ack,
+                json!({"type": "ack", "client_id": client_id, "consultation": p.id, "seq": i + 1}),
+                "acks in send order with the seqs of that order"
+            );
+        }
+        for (i, client_id) in ids.iter().enumerate() {
+            let m = dc.recv_type("message").await;
+            assert_eq!(m["seq"], json!(i + 1), "relayed in seq order");
+            assert_eq!(m["client_id"], json!(client_id));
+        }
+        // Exactly once: the next message the doctor sees is the one sent after the burst.
+        let after = pc.send_message(&p.id, "after", "after the burst").await;
+        assert_eq!(after["seq"], json!(N + 1));
+        let m = dc.recv_type("message").await;
+        assert_eq!(
+            (m["seq"].clone(), m["client_id"].clone()),
+            (json!(N + 1), json!("after"))
+        );
+    });
+}
+
+#[test]
+fn pipeline_retry_of_in_flight_client_id_gets_same_seq_and_one_delivery() {
+    let p = pair(&["--send-rate-per-s", "10000", "--send-burst", "10000"]);
+    smol::block_on(async {
+        let (mut pc, _) = connect_ready(p.gw.addr, &p.patient).await;
+        let (mut dc, _) = connect_ready(p.gw.addr, &p.doctor).await;
+        dc.join(&p.id, 0).await;
+        // The retries go out before the original's ack could have been read.
+        let ids: Vec<String> = ["a0", "dup", "a1", "dup", "a2", "dup"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        send_burst(&mut pc, &p.id, &ids).await;
+        let mut seqs = Vec::new();
+        for client_id in &ids {
+            let ack = pc.recv().await;
+            assert_eq!(ack["type"], "ack", "{ack}");
+            assert_eq!(ack["client_id"], json!(client_id));
+            seqs.push(ack["seq"].as_u64().unwrap_or(0));
+        }
+        assert_eq!(
+            seqs,
+            vec![1, 2, 3, 2, 4, 2],
+            "a retry gets the original's seq"
+        );
+        let mut relayed = Vec::new();
+        for _ in 0..4 {
+            let m = dc.recv_type("message").await;
+            relayed.push((m["seq"].as_u64().unwrap_or(0), m["client_id"].clone()));
+        }
+        assert_eq!(
+            relayed,
+            vec![
+                (1, json!("a0")),
+                (2, json!("dup")),
+                (3, json!("a1")),
+                (4, json!("a2"))
+            ]
+        );
+        let end = pc.send_message(&p.id, "end", "x").await;
+        assert_eq!(end["seq"], 5);
+        let m = dc.recv_type("message").await;
+        assert_eq!(m["client_id"], "end", "no second delivery of dup");
+    });
+}
+
+#[test]
+fn pipeline_burst_past_rate_limit_acks_the_rest_and_refuses_the_excess_in_order() {
+    let p = pair(&["--send-rate-per-s", "1", "--send-burst", "5"]);
+    smol::block_on(async {
+        let (mut pc, _) = connect_ready(p.gw.addr, &p.patient).await;
+        let ids: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
+        send_burst(&mut pc, &p.id, &ids).await;
+        for (i, client_id) in ids.iter().enumerate() {
+            let frame = pc.recv().await;
+            if i < 5 {
+                assert_eq!(
+                    frame,
+                    json!({"type": "ack", "client_id": client_id, "consultation": p.id, "seq": i + 1})
+                );
+            } else {
+                assert_eq!(frame["type"], "error", "{frame}");
+                assert_eq!(frame["code"], "rate_limited");
+                assert_eq!(frame["ref"], json!(client_id));
+            }
+        }
+        // The socket stays usable.
+        pc.send(json!({"type": "join", "consultation": p.id})).await;
+        pc.recv_type("joined").await;
+    });
+}
+
 // ------------------------------------------------------------------ bad input
 
 #[test]
@@ -619,8 +736,11 @@ fn slow_consumer_closes_4029_without_slowing_another_socket() {
         "100000",
         "--send-burst",
         "100000",
+        // Small, so the stalled socket overflows soon; yet a few times what one pipelining
+        // sender's commit batch relays at once (its sends in flight, 8), which a reader that
+        // keeps up must be able to take.
         "--outbound-queue-messages",
-        "8",
+        "32",
     ]);
     smol::block_on(async {
         let (mut stalled, _) = connect_ready(p.gw.addr, &p.doctor).await;

@@ -30,7 +30,10 @@ use outbox::Outbox;
 use room::Room;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::task::{ready, Context, Poll};
 
 /// Messages read from the store per page while replaying history: large enough to amortise a
 /// read transaction, small enough that one page is a bounded amount of memory.
@@ -230,12 +233,26 @@ impl Consults {
             .is_some_and(|room| room.unsubscribe(session_id))
     }
 
-    /// Stores a message durably and relays it to every other joined socket (invariant 2).
+    /// Stores a message durably and relays it to every other joined socket (invariant 2):
+    /// [`Consults::begin_send`], then the ticket's commit.
     pub async fn send(
         &self,
         caller: &Caller<'_>,
         msg: Outgoing<'_>,
     ) -> Result<Appended, ConsultError> {
+        self.begin_send(caller, msg).await?.await
+    }
+
+    /// The first half of [`Consults::send`]: checks membership and queues the append, waiting
+    /// only while the store's queue is full. Sends begun one after another by one task commit
+    /// in that order. The returned ticket resolves after the commit, once the room is updated
+    /// and the message relayed (invariant 2); a ticket dropped before that still relays when
+    /// the commit lands ([`SendTicket`]).
+    pub async fn begin_send(
+        &self,
+        caller: &Caller<'_>,
+        msg: Outgoing<'_>,
+    ) -> Result<SendTicket, ConsultError> {
         let Some(room) = self.room(msg.consultation) else {
             // Not open in memory: closed, missing, or not the caller's.
             let record = self.get(msg.consultation, caller).await?;
@@ -253,9 +270,9 @@ impl Consults {
             });
         }
         let started = std::time::Instant::now();
-        let appended = self
+        let pending = self
             .store
-            .append_message(NewMessage {
+            .begin_append(NewMessage {
                 consultation: msg.consultation.to_owned(),
                 from: caller.user.to_owned(),
                 role: caller.role.to_owned(),
@@ -265,20 +282,18 @@ impl Consults {
                 traceparent: msg.traceparent.to_owned(),
             })
             .await?;
-        self.metrics.observe_commit(started.elapsed().as_secs_f64());
-        if !appended.duplicate {
-            self.metrics.inc_stored(1);
-            let m = &appended.message;
-            {
-                let mut record = room.record.borrow_mut();
-                record.last_seq = record.last_seq.max(m.seq);
-                record.last_message_at_ms = m.ts_ms;
-            }
-            room.idle.reset_after(self.times.get().idle_ms);
-            let relayed = room.deliver(m.seq, message_frame(m), msg.session_id);
-            self.metrics.inc_relayed(relayed as u64);
-        }
-        Ok(appended)
+        Ok(SendTicket {
+            state: Some(InFlightSend {
+                commit: Box::pin(pending.wait()),
+                relay: Relay {
+                    room,
+                    metrics: self.metrics.clone(),
+                    idle_ms: self.times.get().idle_ms,
+                    sender_session: msg.session_id,
+                    started,
+                },
+            }),
+        })
     }
 
     /// A member closes the consultation.
@@ -340,6 +355,100 @@ impl Consults {
                 }
             }
         });
+    }
+}
+
+/// An append's commit, boxed: the store's future type cannot be named, and a ticket must be
+/// storable in a session's FIFO and movable into a task if the session goes away.
+type Commit = Pin<Box<dyn Future<Output = Result<Appended, StoreError>>>>;
+
+/// A queued send (see [`Consults::begin_send`]). Awaiting it gives the send's outcome after the
+/// commit, with the room updated and the message relayed.
+///
+/// # Invariants
+/// Every committed message is handed to [`Room::deliver`] exactly once, whether or not the
+/// ticket is awaited to the end: the room delivers in seq order, so a seq never handed over
+/// would hold back every later message of the consultation. Dropping an unfinished ticket
+/// therefore moves its commit into a task of the consultation's scope, which relays it.
+pub struct SendTicket {
+    /// The commit and what to do after it; `None` once the outcome was returned.
+    state: Option<InFlightSend>,
+}
+
+struct InFlightSend {
+    commit: Commit,
+    relay: Relay,
+}
+
+/// What a send does once its commit is known: the second half of [`Consults::send`].
+struct Relay {
+    room: Rc<Room>,
+    metrics: Rc<Metrics>,
+    /// The consultation's idle timeout, re-armed by the message.
+    idle_ms: u64,
+    /// The sending socket (not relayed to).
+    sender_session: u64,
+    /// When the send was begun: the commit latency metric includes the queueing.
+    started: std::time::Instant,
+}
+
+impl Relay {
+    /// Updates the room and relays a new message (invariant 2: only after its commit).
+    fn finish(self, outcome: Result<Appended, StoreError>) -> Result<Appended, ConsultError> {
+        let appended = outcome?;
+        self.metrics
+            .observe_commit(self.started.elapsed().as_secs_f64());
+        if !appended.duplicate {
+            self.metrics.inc_stored(1);
+            let m = &appended.message;
+            {
+                let mut record = self.room.record.borrow_mut();
+                record.last_seq = record.last_seq.max(m.seq);
+                record.last_message_at_ms = m.ts_ms;
+            }
+            self.room.idle.reset_after(self.idle_ms);
+            let relayed = self
+                .room
+                .deliver(m.seq, message_frame(m), self.sender_session);
+            self.metrics.inc_relayed(relayed as u64);
+        }
+        Ok(appended)
+    }
+}
+
+impl Future for SendTicket {
+    type Output = Result<Appended, ConsultError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(in_flight) = self.state.as_mut() else {
+            return Poll::Ready(Err(ConsultError::Internal(
+                "send ticket polled after its outcome".to_owned(),
+            )));
+        };
+        let outcome = ready!(in_flight.commit.as_mut().poll(cx));
+        match self.state.take() {
+            Some(in_flight) => Poll::Ready(in_flight.relay.finish(outcome)),
+            None => Poll::Ready(Err(ConsultError::Internal(
+                "send ticket lost its state".to_owned(),
+            ))),
+        }
+    }
+}
+
+impl Drop for SendTicket {
+    fn drop(&mut self) {
+        // The store commits the op anyway; the room must still see it (the invariant above).
+        if let Some(InFlightSend { commit, relay }) = self.state.take() {
+            let room = relay.room.clone();
+            room.scope.spawn(async move {
+                if let Err(ConsultError::Internal(detail)) = relay.finish(commit.await) {
+                    log::warn!(
+                        "event=orphan_send_failed error={}",
+                        crate::observe::LogValue(&detail)
+                    );
+                }
+            });
+        }
     }
 }
 

@@ -13,11 +13,13 @@
 //! - [`session`]: the session loop (auth, frames, commands, deadlines, close).
 //! - [`close`]: close codes, mapped from cancellation reasons in one place.
 //! - [`limits`]: send rate and bad-frame limits.
+//! - [`pipeline`]: a session's sends in flight, answered in send order.
 //! - [`frames`]: the protocol's JSON frames (defined with the consultations).
 
 pub mod close;
 pub mod handshake;
 pub mod limits;
+pub mod pipeline;
 pub mod session;
 pub mod upgrade;
 

@@ -9,19 +9,25 @@
 //! 3. When the scope is cancelled, the socket is closed with the code for the reason
 //!    ([`super::close::for_reason`]), and that code is logged and counted.
 //! 4. A panic while handling a frame closes only this socket, with 1011.
+//! 5. Every frame is answered in the order it was read: up to [`MAX_IN_FLIGHT`] sends wait for
+//!    their commits in a FIFO ([`super::pipeline`]) while later frames are read; any other
+//!    command first waits for the sends before it to be answered.
+//! 6. Frames written in one turn of the loop go out with one flush, and every turn ends flushed.
 //!
 //! # Implementation
-//! One loop selects, in priority order, on: cancellation, an incoming frame, an outbound frame,
-//! the ping alarm, the token-expiry warning. Commands run one at a time, so a socket's acks come
-//! in the order of its sends.
+//! One loop selects, in priority order, on: cancellation, the oldest send's outcome, an incoming
+//! frame (not while the FIFO is full: backpressure), an outbound frame, the ping alarm, the
+//! token-expiry warning. Writes are fed to tungstenite's write buffer and flushed once at the end
+//! of the turn.
 
 use super::close;
 use super::frames::{decode_client_frame, ClientFrame, FrameError, ServerFrame};
 use super::limits::{BadFrames, SendBucket};
+use super::pipeline::{Outcome, Pipeline, MAX_IN_FLIGHT};
 use super::{SessionCtx, SessionSettings};
 use crate::auth::{AuthError, Claims, LiveGuard, TokenType};
 use crate::consult::outbox::{outbox, Outbox, OutboxRx};
-use crate::consult::{Caller, ConsultError, Outgoing, REPLAY_PAGE};
+use crate::consult::{Caller, ConsultError, Outgoing, SendTicket, REPLAY_PAGE};
 use crate::http::Upgraded;
 use crate::observe::TraceParent;
 use crate::scope::{CancelReason, Scope, ScopeTimer};
@@ -31,23 +37,32 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
+use futures_util::SinkExt;
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::TcpStream;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::rc::Rc;
 
 /// tungstenite reads in chunks of this size and keeps that much buffer per socket: its 128 KiB
 /// default costs 128 KiB of RSS per idle socket once the first read fills it. Chat frames are
 /// a few hundred bytes; a 16 KiB one takes a few more reads.
 pub const READ_BUFFER_BYTES: usize = 1024;
-/// Frames are written straight through (no write-side coalescing buffer to pay for per socket).
-pub const WRITE_BUFFER_BYTES: usize = 0;
+/// Frames fed in one turn collect in tungstenite's write buffer up to this size and go out with
+/// the turn's one flush (invariant 6); past it tungstenite writes early, so the buffer of a socket
+/// that took a burst stays near this size. Ten or so chat frames: enough for a batch of acks or a
+/// drained outbox to leave in one `sendto`.
+pub const WRITE_BUFFER_BYTES: usize = 4096;
 /// How long a close handshake may take before the socket is simply dropped.
 pub const CLOSE_GRACE_MS: u64 = 1000;
 /// Outbound frames written per turn before incoming frames are looked at again.
 const OUTBOX_BATCH: usize = 32;
+/// Incoming frames handled per turn when they are already readable: a FIFO's worth, so a
+/// pipelining client's burst costs one turn; bounded so the outbox and timers get their turn.
+const INCOMING_BATCH: usize = MAX_IN_FLIGHT;
 /// Rate-limited sends beyond this many per bad-frame window count as abuse (close 1008).
 const RATE_LIMITED_ABUSE_FACTOR: u32 = 5;
 
@@ -95,6 +110,10 @@ struct Session {
     bucket: SendBucket,
     bad_frames: BadFrames,
     rate_limited: BadFrames,
+    /// Sends read but not yet answered, oldest first (invariant 5).
+    pipeline: Pipeline,
+    /// True when frames were fed since the last flush (invariant 6).
+    unflushed: bool,
 }
 
 /// The WebSocket configuration for small devices.
@@ -170,6 +189,8 @@ pub async fn run(
         outbox,
         outbox_rx,
         joined: HashSet::new(),
+        pipeline: Pipeline::new(),
+        unflushed: false,
     };
     session.write_stall.cancel();
     log::info!(
@@ -190,6 +211,7 @@ pub async fn run(
 
 enum Event {
     Cancelled(CancelReason),
+    Answered(String, Outcome),
     Incoming(Option<Result<Message, WsError>>),
     Outgoing(Option<Bytes>),
     Ping,
@@ -198,6 +220,10 @@ enum Event {
 
 impl Session {
     async fn run_loop(&mut self) -> End {
+        // `ready`, when the upgrade carried the token, was fed before the loop (invariant 6).
+        if let Err(end) = self.flush().await {
+            return end;
+        }
         loop {
             let event = {
                 let Session {
@@ -206,10 +232,22 @@ impl Session {
                     outbox_rx,
                     ping,
                     expiring,
+                    pipeline,
                     ..
                 } = &mut *self;
+                // Backpressure (invariant 5): no frame is read while the FIFO is full.
+                let full = pipeline.is_full();
                 let cancelled = async { Event::Cancelled(scope.cancelled().await) };
-                let incoming = async { Event::Incoming(ws.next().await) };
+                let answered = async {
+                    let (client_id, outcome) = pipeline.next().await;
+                    Event::Answered(client_id, outcome)
+                };
+                let incoming = async {
+                    if full {
+                        std::future::pending::<()>().await;
+                    }
+                    Event::Incoming(ws.next().await)
+                };
                 let outgoing = async { Event::Outgoing(outbox_rx.recv().await) };
                 let ping = async {
                     ping.fired().await;
@@ -223,6 +261,7 @@ impl Session {
                     Event::Expiring
                 };
                 cancelled
+                    .or(answered)
                     .or(incoming)
                     .or(outgoing)
                     .or(ping)
@@ -231,8 +270,9 @@ impl Session {
             };
             let step = match event {
                 Event::Cancelled(reason) => Err(self.end_for(&reason)),
+                Event::Answered(client_id, outcome) => self.answer(&client_id, outcome).await,
                 Event::Incoming(None) => Err(End::Gone),
-                Event::Incoming(Some(frame)) => match self.on_incoming(frame).await {
+                Event::Incoming(Some(frame)) => match self.on_incoming_batch(frame).await {
                     // A client whose frames are always ready must not starve its own outbox.
                     Ok(()) => self.flush_ready_outbox().await,
                     Err(end) => Err(end),
@@ -244,6 +284,15 @@ impl Session {
                     self.write(Message::Ping(Bytes::new())).await
                 }
                 Event::Expiring => self.warn_expiring().await,
+            };
+            // Answers that are ready now leave with this turn's flush (invariant 6).
+            let step = match step {
+                Ok(()) => self.answer_ready().await,
+                Err(end) => Err(end),
+            };
+            let step = match step {
+                Ok(()) => self.flush().await,
+                Err(end) => Err(end),
             };
             if let Err(end) = step {
                 return end;
@@ -259,6 +308,24 @@ impl Session {
     }
 
     // ---------------------------------------------------------------- incoming
+
+    /// Handles `first`, then the frames that are already readable, at most [`INCOMING_BATCH`]
+    /// and never past a full FIFO (backpressure): one turn of the loop, and one flush, for the
+    /// frames a pipelining client sent together.
+    async fn on_incoming_batch(&mut self, first: Result<Message, WsError>) -> Result<(), End> {
+        self.on_incoming(first).await?;
+        for _ in 1..INCOMING_BATCH {
+            if self.pipeline.is_full() {
+                break;
+            }
+            match smol::future::poll_once(self.ws.next()).await {
+                Some(Some(frame)) => self.on_incoming(frame).await?,
+                Some(None) => return Err(End::Gone),
+                None => break,
+            }
+        }
+        Ok(())
+    }
 
     async fn on_incoming(&mut self, frame: Result<Message, WsError>) -> Result<(), End> {
         let message = match frame {
@@ -314,6 +381,8 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        // Every command that answers settles the sends before it first (invariant 5): `send`
+        // queues behind them, `leave` answers nothing.
         let frame = match decode_client_frame(text) {
             Ok(frame) => frame,
             Err(error) => return self.bad_frame(error).await,
@@ -327,6 +396,7 @@ impl Session {
         }
         match frame {
             ClientFrame::Auth { .. } => {
+                self.settle().await?;
                 self.error("bad_request", "already authenticated", Some("auth"))
                     .await
             }
@@ -368,6 +438,7 @@ impl Session {
         if self.claims.is_none() && self.mode == Mode::Chat {
             return Err(End::Close(close::POLICY, "bad auth frame"));
         }
+        self.settle().await?;
         if error.is_bad_frame() && self.bad_frames.record(self.scope.now()) {
             return Err(End::Close(close::POLICY, "too many bad frames"));
         }
@@ -476,6 +547,7 @@ impl Session {
     }
 
     async fn renew(&mut self, token: &str) -> Result<(), End> {
+        self.settle().await?;
         let now = self.ctx.server.timers().unix_s();
         let verified = self
             .ctx
@@ -550,6 +622,7 @@ impl Session {
     }
 
     async fn join(&mut self, consultation: &str, after: u64) -> Result<(), End> {
+        self.settle().await?;
         let Some((user, role, admin)) = self.caller() else {
             return Ok(());
         };
@@ -627,9 +700,8 @@ impl Session {
             if self.rate_limited.record(now) {
                 return Err(End::Close(close::POLICY, "send flood"));
             }
-            return self
-                .error("rate_limited", "too many sends", Some(client_id))
-                .await;
+            self.pipeline.push_known(client_id, Outcome::RateLimited);
+            return Ok(());
         }
         let Some((user, role, admin)) = self.caller() else {
             return Ok(());
@@ -647,35 +719,131 @@ impl Session {
             admin,
         };
         let ctx = self.ctx.clone();
-        let sent = ctx
-            .consults
-            .send(
-                &caller,
-                Outgoing {
-                    consultation,
-                    client_id,
-                    body,
-                    traceparent: &span,
-                    ts_ms: ctx.server.timers().unix_ms(),
-                    session_id: self.id,
-                },
-            )
-            .await;
-        match sent {
-            Ok(appended) => {
-                let m = &appended.message;
+        let begin = ctx.consults.begin_send(
+            &caller,
+            Outgoing {
+                consultation,
+                client_id,
+                body,
+                traceparent: &span,
+                ts_ms: ctx.server.timers().unix_ms(),
+                session_id: self.id,
+            },
+        );
+        let mut begin = std::pin::pin!(begin);
+        let begun = match smol::future::poll_once(begin.as_mut()).await {
+            Some(begun) => begun,
+            // The store's queue is full. Boxed: rare, and it would widen every socket's task.
+            None => Box::pin(self.wait_queued(begin)).await?,
+        };
+        match begun {
+            Ok(ticket) => self.pipeline.push_waiting(client_id, ticket),
+            Err(error) => self.pipeline.push_known(client_id, Outcome::Failed(error)),
+        }
+        Ok(())
+    }
+
+    /// Waits for a send to be queued while the store's queue is full, and meanwhile answers
+    /// the sends that commit and writes the outbox: a session held back by the store must still
+    /// relay what it has committed (the other member's messages wait in the room for those
+    /// seqs) and deliver what others relayed to it. No frame is read meanwhile (backpressure).
+    async fn wait_queued(
+        &mut self,
+        mut begin: Pin<&mut impl Future<Output = Result<SendTicket, ConsultError>>>,
+    ) -> Result<Result<SendTicket, ConsultError>, End> {
+        enum Wait {
+            Queued(Result<SendTicket, ConsultError>),
+            Answered(String, Outcome),
+            Outgoing(Option<Bytes>),
+        }
+        // Ends when the store takes the op, or the scope is cancelled; each pass answers or
+        // writes one frame.
+        loop {
+            let waited = {
+                let Session {
+                    scope,
+                    pipeline,
+                    outbox_rx,
+                    ..
+                } = &mut *self;
+                let queued = async { Wait::Queued(begin.as_mut().await) };
+                let answered = async {
+                    let (client_id, outcome) = pipeline.next().await;
+                    Wait::Answered(client_id, outcome)
+                };
+                let outgoing = async { Wait::Outgoing(outbox_rx.recv().await) };
+                scope.run(queued.or(answered).or(outgoing)).await
+            };
+            match waited {
+                Ok(Wait::Queued(begun)) => return Ok(begun),
+                Ok(Wait::Answered(client_id, outcome)) => self.answer(&client_id, outcome).await?,
+                Ok(Wait::Outgoing(Some(frame))) => self.write_frame(frame).await?,
+                Ok(Wait::Outgoing(None)) => {
+                    return Err(End::Close(close::SLOW_CONSUMER, "slow consumer"))
+                }
+                Err(reason) => return Err(self.end_for(&reason)),
+            }
+            self.flush().await?;
+        }
+    }
+
+    /// Writes the frame that answers one send.
+    async fn answer(&mut self, client_id: &str, outcome: Outcome) -> Result<(), End> {
+        match outcome {
+            Outcome::Acked { consultation, seq } => {
                 self.write_text(
                     ServerFrame::Ack {
-                        client_id: &m.client_id,
-                        consultation: &m.consultation,
-                        seq: m.seq,
+                        client_id,
+                        consultation: &consultation,
+                        seq,
                     }
                     .to_json(),
                 )
                 .await
             }
-            Err(error) => self.consult_error(error, client_id).await,
+            Outcome::Failed(error) => self.consult_error(error, client_id).await,
+            Outcome::RateLimited => {
+                self.error("rate_limited", "too many sends", Some(client_id))
+                    .await
+            }
         }
+    }
+
+    /// Answers the sends at the head of the FIFO whose outcome is known now, without waiting
+    /// for a commit (bounded: the FIFO holds at most [`MAX_IN_FLIGHT`]).
+    async fn answer_ready(&mut self) -> Result<(), End> {
+        for _ in 0..MAX_IN_FLIGHT {
+            if self.pipeline.is_empty() {
+                break;
+            }
+            match smol::future::poll_once(self.pipeline.next()).await {
+                Some((client_id, outcome)) => self.answer(&client_id, outcome).await?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every send in flight and answers it, oldest first (invariant 5).
+    async fn settle(&mut self) -> Result<(), End> {
+        if self.pipeline.is_empty() {
+            return Ok(());
+        }
+        // Boxed: this rare wait would otherwise widen every socket's task, idle ones included.
+        Box::pin(self.settle_all()).await
+    }
+
+    async fn settle_all(&mut self) -> Result<(), End> {
+        for _ in 0..MAX_IN_FLIGHT {
+            if self.pipeline.is_empty() {
+                break;
+            }
+            match self.scope.run(self.pipeline.next()).await {
+                Ok((client_id, outcome)) => self.answer(&client_id, outcome).await?,
+                Err(reason) => return Err(self.end_for(&reason)),
+            }
+        }
+        Ok(())
     }
 
     async fn consult_error(&mut self, error: ConsultError, reference: &str) -> Result<(), End> {
@@ -742,12 +910,30 @@ impl Session {
         self.write(Message::text(text)).await
     }
 
-    /// Writes one frame under the `write_stall` deadline (invariant 2).
+    /// Feeds one frame to the write buffer under the `write_stall` deadline (invariant 2); it
+    /// goes out with the turn's flush (invariant 6), or earlier once the buffer is full.
     async fn write(&mut self, message: Message) -> Result<(), End> {
         self.write_stall.reset_after(self.settings.write_stall_ms);
-        let written = self.scope.run(self.ws.send(message)).await;
+        self.unflushed = true;
+        let written = self.scope.run(self.ws.feed(message)).await;
         self.write_stall.cancel();
-        match written {
+        self.written(written)
+    }
+
+    /// Sends what was fed since the last flush, under the `write_stall` deadline.
+    async fn flush(&mut self) -> Result<(), End> {
+        if !self.unflushed {
+            return Ok(());
+        }
+        self.unflushed = false;
+        self.write_stall.reset_after(self.settings.write_stall_ms);
+        let flushed = self.scope.run(SinkExt::flush(&mut self.ws)).await;
+        self.write_stall.cancel();
+        self.written(flushed)
+    }
+
+    fn written(&self, result: Result<Result<(), WsError>, CancelReason>) -> Result<(), End> {
+        match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Gone),
             Err(reason) => Err(self.end_for(&reason)),
