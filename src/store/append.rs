@@ -16,12 +16,11 @@
 //! the batch's write transaction when there is one (so a close earlier in the batch counts),
 //! else from a read transaction.
 
-use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use redb::{Database, ReadableDatabase, WriteTransaction};
 
-use super::cursors::{key_hash, Cursor, Cursors};
+use super::cursors::{key_hash, Cursor, Cursors, DedupeMap};
 use super::index::{Loc, MessageIndex};
 use super::log_record::{decode, encode, Parsed};
 use super::msglog::MessageLog;
@@ -48,6 +47,13 @@ impl LogBatch {
     /// Bytes staged so far.
     pub(crate) fn bytes(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Empties the batch for the next one, keeping its buffers' capacity: a fresh buffer per
+    /// batch made glibc consolidate freed chunks on every commit.
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.staged.clear();
     }
 
     fn message(&self, consultation: &str, seq: u64) -> Option<StoredMessage> {
@@ -92,7 +98,7 @@ impl Appender {
     /// Stages one append (invariants 1 and 3).
     pub(crate) fn stage(
         &mut self,
-        m: &NewMessage,
+        m: NewMessage,
         txn: Option<&WriteTransaction>,
         batch: &mut LogBatch,
     ) -> Result<Appended, StoreError> {
@@ -125,31 +131,30 @@ impl Appender {
         let seq = cursor.last_seq.checked_add(1).ok_or_else(|| {
             StoreError::Corrupt(format!("seq overflow consultation={}", m.consultation))
         })?;
+        let key = key_hash(&m.from, &m.client_id);
+        // The caller's strings move into the stored message: no copy per field.
         let message = StoredMessage {
-            consultation: m.consultation.clone(),
+            consultation: m.consultation,
             seq,
-            from: m.from.clone(),
-            role: m.role.clone(),
-            body: m.body.clone(),
-            client_id: m.client_id.clone(),
+            from: m.from,
+            role: m.role,
+            body: m.body,
+            client_id: m.client_id,
             ts_ms: m.ts_ms,
-            traceparent: m.traceparent.clone(),
+            traceparent: m.traceparent,
         };
         let start = batch.buf.len();
         encode(&message, &mut batch.buf)?;
         batch.staged.push(StagedRecord {
-            consultation: m.consultation.clone(),
+            consultation: message.consultation.clone(),
             seq,
             start,
             len: batch.buf.len() - start,
-            ts_ms: m.ts_ms,
+            ts_ms: message.ts_ms,
         });
         cursor.last_seq = seq;
-        cursor.last_ts_ms = m.ts_ms;
-        cursor
-            .dedupe
-            .entry(key_hash(&m.from, &m.client_id))
-            .or_insert(seq);
+        cursor.last_ts_ms = message.ts_ms;
+        cursor.dedupe.entry(key).or_insert(seq);
         Ok(Appended {
             message,
             duplicate: false,
@@ -173,7 +178,7 @@ impl Appender {
 
     /// Writes and syncs the batch, then publishes it (invariant 2). On error the log is cut
     /// back and the cursors are dropped.
-    pub(crate) fn commit(&mut self, batch: LogBatch) -> Result<(), StoreError> {
+    pub(crate) fn commit(&mut self, batch: &LogBatch) -> Result<(), StoreError> {
         if batch.buf.is_empty() {
             self.cursors.drop_closed();
             return Ok(());
@@ -265,7 +270,7 @@ impl Reader<'_> {
         let (last_seq, last_ts_ms) = read_index(self.index)
             .last(&record.id)
             .unwrap_or((0, record.created_at_ms));
-        let mut dedupe = HashMap::new();
+        let mut dedupe = DedupeMap::default();
         if record.state == ConsultState::Open {
             for seq in 1..=last_seq {
                 let m = self.message(&record.id, seq)?;

@@ -17,7 +17,7 @@
 //! i.e. after a restart.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::OnceLock;
 
 use super::records::ConsultState;
@@ -32,8 +32,30 @@ pub(crate) struct Cursor {
     /// ts_ms of that message (the creation time while there is none).
     pub last_ts_ms: u64,
     /// hash(from, client_id) → seq (invariant 3).
-    pub dedupe: HashMap<u64, u64>,
+    pub dedupe: DedupeMap,
 }
+
+/// A key of the dedupe map is already a random-keyed hash: hashing it again would only cost.
+#[derive(Debug, Default)]
+pub(crate) struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the keys are u64); fold anything else in all the same.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// hash(from, client_id) → seq.
+pub(crate) type DedupeMap = HashMap<u64, u64, BuildHasherDefault<KeyIsHash>>;
 
 /// Cursors of the open consultations appended to since the writer started.
 #[derive(Debug, Default)]
@@ -93,7 +115,7 @@ mod tests {
             state,
             last_seq: 0,
             last_ts_ms: 0,
-            dedupe: HashMap::new(),
+            dedupe: DedupeMap::default(),
         };
         cs.insert("open", cursor(ConsultState::Open));
         cs.insert("closed", cursor(ConsultState::Closed));
