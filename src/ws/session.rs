@@ -14,6 +14,11 @@
 //! One loop selects, in priority order, on: cancellation, an incoming frame, an outbound frame,
 //! the ping alarm, the token-expiry warning. Commands run one at a time, so a socket's acks come
 //! in the order of its sends.
+//!
+//! Memory: an idle socket waits in that select for most of its life, so the task's future is
+//! kept to the `Session` and the select. The handlers' futures (1.8 KB for an incoming frame)
+//! are boxed for the time they run, one allocation per event; so are the one-off futures of
+//! `run` (authentication, the close). Measured at 10,000 sockets: 9.78 → 8.37 KiB per socket.
 
 use super::close;
 use super::frames::{decode_client_frame, ClientFrame, FrameError, ServerFrame};
@@ -178,13 +183,13 @@ pub async fn run(
         session.trace.trace_id_hex()
     );
     let end = match claims {
-        Some(claims) => match session.authenticated(claims).await {
+        Some(claims) => match Box::pin(session.authenticated(claims)).await {
             Ok(()) => session.run_loop().await,
             Err(end) => end,
         },
         None => session.run_loop().await,
     };
-    session.finish(end).await;
+    Box::pin(session.finish(end)).await;
     drop(guard);
 }
 
@@ -229,21 +234,23 @@ impl Session {
                     .or(expiring)
                     .await
             };
+            // Each handler's future is boxed for the time it runs: an idle socket then keeps
+            // only the select above, not the largest handler's state (module doc).
             let step = match event {
                 Event::Cancelled(reason) => Err(self.end_for(&reason)),
                 Event::Incoming(None) => Err(End::Gone),
-                Event::Incoming(Some(frame)) => match self.on_incoming(frame).await {
+                Event::Incoming(Some(frame)) => match Box::pin(self.on_incoming(frame)).await {
                     // A client whose frames are always ready must not starve its own outbox.
-                    Ok(()) => self.flush_ready_outbox().await,
+                    Ok(()) => Box::pin(self.flush_ready_outbox()).await,
                     Err(end) => Err(end),
                 },
-                Event::Outgoing(Some(frame)) => self.flush_outbox(frame).await,
+                Event::Outgoing(Some(frame)) => Box::pin(self.flush_outbox(frame)).await,
                 Event::Outgoing(None) => Err(End::Close(close::SLOW_CONSUMER, "slow consumer")),
                 Event::Ping => {
                     self.ping.reset_after(self.settings.heartbeat_ms);
-                    self.write(Message::Ping(Bytes::new())).await
+                    Box::pin(self.write(Message::Ping(Bytes::new()))).await
                 }
-                Event::Expiring => self.warn_expiring().await,
+                Event::Expiring => Box::pin(self.warn_expiring()).await,
             };
             if let Err(end) = step {
                 return end;
