@@ -38,7 +38,8 @@ use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
-use std::collections::HashSet;
+use std::any::Any;
+use std::future::Future;
 use std::net::TcpStream;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
@@ -81,14 +82,16 @@ struct Session {
     ws: Ws,
     id: u64,
     mode: Mode,
-    settings: SessionSettings,
+    /// The settings this session started with (shared, see [`SessionCtx::settings`]).
+    settings: Rc<SessionSettings>,
     trace: TraceParent,
     /// The verified claims, copied in (invariant of the module: nothing of the request lives on).
     claims: Option<Claims>,
     live: Option<LiveGuard>,
     outbox: Outbox,
     outbox_rx: OutboxRx,
-    joined: HashSet<String>,
+    /// The consultations this socket is subscribed to (live), left when it ends.
+    joined: Joined,
     heartbeat: ScopeTimer,
     ping: ScopeTimer,
     write_stall: ScopeTimer,
@@ -112,16 +115,60 @@ pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_bytes))
 }
 
-/// Runs a session on an upgraded socket inside `scope` until it closes.
-pub async fn run(
+/// What a session starts from. Boxed: an `async fn` keeps its arguments in its future for its
+/// whole life, ~250 B of a socket that only needs them to set up.
+struct Start {
     scope: Scope,
     ctx: Rc<SessionCtx>,
     upgraded: Upgraded,
     claims: Option<Claims>,
     trace: TraceParent,
     mode: Mode,
-) {
-    let settings = ctx.settings.get();
+}
+
+/// Runs a session on an upgraded socket inside `scope` until it closes.
+pub fn run(
+    scope: Scope,
+    ctx: Rc<SessionCtx>,
+    upgraded: Upgraded,
+    claims: Option<Claims>,
+    trace: TraceParent,
+    mode: Mode,
+) -> impl Future<Output = ()> {
+    let start = Box::new(Start {
+        scope,
+        ctx,
+        upgraded,
+        claims,
+        trace,
+        mode,
+    });
+    async move {
+        let (mut session, claims, guard) = open(start).await;
+        let end = match claims {
+            Some(claims) => match Box::pin(session.authenticated(claims)).await {
+                Ok(()) => session.run_loop().await,
+                Err(end) => end,
+            },
+            None => session.run_loop().await,
+        };
+        Box::pin(session.finish(end)).await;
+        drop(guard);
+    }
+}
+
+/// Sets the session up: the WebSocket over the upgraded socket, its outbox and deadlines.
+/// Returns it with the upgrade's claims (if any) and the connection's accounting guard.
+async fn open(start: Box<Start>) -> (Session, Option<Claims>, Box<dyn Any>) {
+    let Start {
+        scope,
+        ctx,
+        upgraded,
+        claims,
+        trace,
+        mode,
+    } = *start;
+    let settings = ctx.settings.borrow().clone();
     let Upgraded {
         stream,
         leftover,
@@ -147,7 +194,7 @@ pub async fn run(
     );
     let auth_deadline = (claims.is_none() && mode == Mode::Chat)
         .then(|| scope.deadline("auth", now + settings.auth_timeout_ms));
-    let mut session = Session {
+    let session = Session {
         heartbeat: scope.deadline("heartbeat", now + settings.read_timeout_ms),
         ping: scope.alarm("ping", now + settings.heartbeat_ms),
         write_stall: scope.deadline("write_stall", u64::MAX),
@@ -174,7 +221,7 @@ pub async fn run(
         live: None,
         outbox,
         outbox_rx,
-        joined: HashSet::new(),
+        joined: Joined::default(),
     };
     session.write_stall.cancel();
     log::info!(
@@ -182,15 +229,33 @@ pub async fn run(
         session.scope.path(),
         session.trace.trace_id_hex()
     );
-    let end = match claims {
-        Some(claims) => match Box::pin(session.authenticated(claims)).await {
-            Ok(()) => session.run_loop().await,
-            Err(end) => end,
-        },
-        None => session.run_loop().await,
-    };
-    Box::pin(session.finish(end)).await;
-    drop(guard);
+    (session, claims, guard)
+}
+
+/// The consultations a socket is subscribed to: a handful at most, so a small `Vec` (24 B, one
+/// small allocation on the first join) rather than a hash set (48 B and a 128 B table).
+#[derive(Default)]
+struct Joined(Vec<String>);
+
+impl Joined {
+    fn insert(&mut self, consultation: String) {
+        if !self.0.contains(&consultation) {
+            self.0.push(consultation);
+        }
+    }
+
+    fn remove(&mut self, consultation: &str) {
+        self.0.retain(|c| c != consultation);
+    }
+}
+
+impl IntoIterator for Joined {
+    type Item = String;
+    type IntoIter = std::vec::IntoIter<String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
 }
 
 enum Event {
@@ -440,6 +505,11 @@ impl Session {
         self.token = Some(self.scope.deadline("token", token_at));
         self.expiring = Some(self.scope.alarm("token_expiring", expiring_at));
         self.ctx.metrics.session_started();
+        // The token's own id matters to refresh rotation only; the session does not keep it.
+        let claims = Claims {
+            jti: String::new(),
+            ..claims
+        };
         let ready = ServerFrame::Ready {
             session: self.id,
             user: &claims.sub,
