@@ -56,9 +56,9 @@ pub enum TimerKind {
     Alarm,
 }
 
+/// A timer of this scope. Its name lives in the wheel entry (`Wheel::deadline`), not here.
 pub(crate) struct TimerRec {
     pub(crate) key: Key,
-    pub(crate) name: &'static str,
     pub(crate) kind: TimerKind,
 }
 
@@ -114,8 +114,9 @@ pub(crate) struct Node {
     pub(crate) timers: RefCell<Vec<TimerRec>>,
     /// This node's slot in the registry.
     pub(crate) registry_slot: Cell<usize>,
-    /// A trace id (hex) for logs, set by the session or request that runs here.
-    pub(crate) trace_id: RefCell<Option<String>>,
+    /// A W3C trace id for logs, set by the session or request that runs here; kept as its 16
+    /// bytes (a hex `String` cost every session another allocation).
+    pub(crate) trace_id: Cell<Option<[u8; 16]>>,
     pub(crate) self_weak: RefCell<Weak<Node>>,
 }
 
@@ -141,7 +142,7 @@ impl TimerOwner for Node {
                 log::info!(
                     "event=deadline_fired deadline={name} scope={} trace_id={}",
                     self.path(),
-                    self.trace_id.borrow().as_deref().unwrap_or("-")
+                    self.trace_id_hex().as_deref().unwrap_or("-")
                 );
                 self.cancel(CancelReason::Deadline(name));
             }
@@ -154,6 +155,18 @@ impl TimerOwner for Node {
 }
 
 impl Node {
+    /// The trace id as 32 lowercase hex digits, if one was set.
+    pub(crate) fn trace_id_hex(&self) -> Option<String> {
+        self.trace_id.get().map(|bytes| {
+            use std::fmt::Write;
+            let mut hex = String::with_capacity(32);
+            for b in bytes {
+                let _ = write!(hex, "{b:02x}");
+            }
+            hex
+        })
+    }
+
     pub(crate) fn is_cancelled(&self) -> bool {
         self.reason.borrow().is_some()
     }
@@ -210,7 +223,6 @@ impl Node {
         let handle = self.rt.timers.arm(name, at, Some(owner));
         self.timers.borrow_mut().push(TimerRec {
             key: handle.key(),
-            name,
             kind,
         });
         if self.is_cancelled() {
@@ -252,7 +264,7 @@ impl Scope {
             tasks: RefCell::new(Slab::default()),
             timers: RefCell::new(Vec::new()),
             registry_slot: Cell::new(usize::MAX),
-            trace_id: RefCell::new(None),
+            trace_id: Cell::new(None),
             self_weak: RefCell::new(Weak::new()),
         });
         *node.self_weak.borrow_mut() = Rc::downgrade(&node);
@@ -344,12 +356,13 @@ impl Scope {
         *self.node.label.borrow_mut() = label.to_owned();
     }
 
+    /// Sets the trace id from its 32 hex digits; anything else clears it.
     pub fn set_trace_id(&self, trace_id: &str) {
-        *self.node.trace_id.borrow_mut() = Some(trace_id.to_owned());
+        self.node.trace_id.set(parse_trace_id(trace_id));
     }
 
     pub fn trace_id(&self) -> Option<String> {
-        self.node.trace_id.borrow().clone()
+        self.node.trace_id_hex()
     }
 
     pub fn runtime(&self) -> &Rc<Runtime> {
@@ -395,10 +408,10 @@ impl Scope {
                 }
                 let armed = timers
                     .with_wheel(|w| w.state(rec.key) == Some(crate::wheel::TimerState::Armed));
-                let at = timers.with_wheel(|w| w.deadline(rec.key)).map(|(at, _)| at);
-                if let (true, Some(at)) = (armed, at) {
+                let at = timers.with_wheel(|w| w.deadline(rec.key));
+                if let (true, Some((at, name))) = (armed, at) {
                     if best.is_none_or(|(b, _, _)| at < b) {
-                        best = Some((at, rec.name, node.id));
+                        best = Some((at, name, node.id));
                     }
                 }
             }
@@ -435,6 +448,19 @@ impl std::fmt::Debug for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Scope({})", self.path())
     }
+}
+
+/// The 16 bytes of a trace id written as 32 hex digits; `None` for anything else.
+fn parse_trace_id(hex: &str) -> Option<[u8; 16]> {
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(bytes)
 }
 
 /// A non-owning reference to a scope: can cancel and observe it, never keeps it alive.
@@ -515,6 +541,31 @@ impl Drop for ScopeTimer {
     fn drop(&mut self) {
         if let Some(node) = self.node.upgrade() {
             node.forget_timer(self.handle.key());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_id_hex_round_trips_and_rejects_malformed() {
+        let hex = "0af7651916cd43dd8448eb211c80319c";
+        let bytes = parse_trace_id(hex);
+        assert_eq!(bytes.map(|b| b[0]), Some(0x0a));
+        let rt = Runtime::new(Timers::new(crate::wheel::Clock::manual(0)));
+        let scope = rt.root(ScopeKind::Server, "t");
+        scope.set_trace_id(hex);
+        assert_eq!(scope.trace_id().as_deref(), Some(hex));
+        for bad in [
+            "",
+            "0af7",
+            "zzf7651916cd43dd8448eb211c80319c",
+            "é0af7651916cd43dd8448eb211c80319",
+        ] {
+            scope.set_trace_id(bad);
+            assert_eq!(scope.trace_id(), None, "input {bad:?}");
         }
     }
 }
