@@ -118,7 +118,12 @@ pub(crate) struct Node {
     /// bytes (a hex `String` cost every session another allocation).
     pub(crate) trace_id: Cell<Option<[u8; 16]>>,
     pub(crate) self_weak: RefCell<Weak<Node>>,
+    /// Run once with the reason when this node is cancelled ([`Scope::on_cancel`]).
+    pub(crate) on_cancel: Cell<Option<CancelHook>>,
 }
+
+/// What [`Scope::on_cancel`] runs.
+pub(crate) type CancelHook = Box<dyn FnOnce(&CancelReason)>;
 
 impl Drop for Node {
     fn drop(&mut self) {
@@ -214,6 +219,10 @@ impl Node {
             for waker in waiters {
                 waker.wake();
             }
+            // Invariant 3: no borrow of the node is held while the hook runs.
+            if let Some(hook) = node.on_cancel.take() {
+                hook(&reason);
+            }
         }
     }
 
@@ -266,6 +275,7 @@ impl Scope {
             registry_slot: Cell::new(usize::MAX),
             trace_id: Cell::new(None),
             self_weak: RefCell::new(Weak::new()),
+            on_cancel: Cell::new(None),
         });
         *node.self_weak.borrow_mut() = Rc::downgrade(&node);
         node.registry_slot
@@ -333,6 +343,18 @@ impl Scope {
     /// The reason this scope was cancelled, if it was.
     pub fn reason(&self) -> Option<CancelReason> {
         self.node.reason.borrow().clone()
+    }
+
+    /// Runs `hook` once with the reason when this scope is cancelled (at once if it already
+    /// is), inside `cancel`: it must be short; work that waits is spawned from it. Replaces an
+    /// earlier hook. Costs one small box, where a task awaiting [`Scope::cancelled`] costs a
+    /// task and its future (a consultation's close on its deadlines: ~600 B).
+    pub fn on_cancel(&self, hook: impl FnOnce(&CancelReason) + 'static) {
+        let reason = self.node.reason.borrow().clone();
+        match reason {
+            Some(reason) => hook(&reason),
+            None => self.node.on_cancel.set(Some(Box::new(hook))),
+        }
     }
 
     /// Resolves with the reason once this scope is cancelled.
@@ -567,5 +589,21 @@ mod tests {
             scope.set_trace_id(bad);
             assert_eq!(scope.trace_id(), None, "input {bad:?}");
         }
+    }
+
+    #[test]
+    fn on_cancel_runs_once_with_the_reason_even_when_registered_late() {
+        let rt = Runtime::new(Timers::new(crate::wheel::Clock::manual(0)));
+        let scope = rt.root(ScopeKind::Server, "t");
+        let child = scope.child(ScopeKind::Consultation, "c");
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let log = seen.clone();
+        child.on_cancel(move |r| log.borrow_mut().push(r.to_string()));
+        child.cancel(CancelReason::Deadline("consult_idle"));
+        child.cancel(CancelReason::Finished);
+        let log = seen.clone();
+        child.on_cancel(move |r| log.borrow_mut().push(format!("late {r}")));
+        let first = CancelReason::Deadline("consult_idle").to_string();
+        assert_eq!(*seen.borrow(), vec![first.clone(), format!("late {first}")]);
     }
 }
