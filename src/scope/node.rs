@@ -16,7 +16,7 @@
 
 use super::reason::CancelReason;
 use super::registry::Registry;
-use super::slab::Slab;
+use super::slab::{LazySlab, Slab};
 use crate::wheel::{Key, TimerHandle, TimerOwner, Timers};
 use smol::LocalExecutor;
 use std::cell::{Cell, RefCell};
@@ -104,13 +104,13 @@ pub(crate) struct Node {
     pub(crate) rt: Rc<Runtime>,
     /// The parent and this node's slot in the parent's `children` (invariant 1).
     pub(crate) parent: RefCell<Option<(Rc<Node>, usize)>>,
-    pub(crate) children: RefCell<Slab<Weak<Node>>>,
+    pub(crate) children: RefCell<LazySlab<Weak<Node>>>,
     /// `Some` once cancelled (invariant 2).
     pub(crate) reason: RefCell<Option<CancelReason>>,
     /// Tasks awaiting cancellation.
     pub(crate) waiters: RefCell<Slab<Waker>>,
     /// Tasks this scope owns; dropped (cancelled at once) when the owning handle drops.
-    pub(crate) tasks: RefCell<Slab<smol::Task<()>>>,
+    pub(crate) tasks: RefCell<LazySlab<smol::Task<()>>>,
     pub(crate) timers: RefCell<Vec<TimerRec>>,
     /// This node's slot in the registry.
     pub(crate) registry_slot: Cell<usize>,
@@ -267,10 +267,10 @@ impl Scope {
             created_at: rt.timers.now(),
             rt: rt.clone(),
             parent: RefCell::new(None),
-            children: RefCell::new(Slab::default()),
+            children: RefCell::new(LazySlab::default()),
             reason: RefCell::new(None),
             waiters: RefCell::new(Slab::default()),
-            tasks: RefCell::new(Slab::default()),
+            tasks: RefCell::new(LazySlab::default()),
             timers: RefCell::new(Vec::new()),
             registry_slot: Cell::new(usize::MAX),
             trace_id: Cell::new(None),

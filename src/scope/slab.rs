@@ -119,6 +119,52 @@ impl<T> Slab<T> {
     }
 }
 
+/// A [`Slab`] allocated on first use: most scopes (every session, every consultation) never
+/// own a child or a task, and an empty `Slab` inline costs 40 B in each of them.
+pub struct LazySlab<T>(Option<Box<Slab<T>>>);
+
+impl<T> Default for LazySlab<T> {
+    fn default() -> Self {
+        LazySlab(None)
+    }
+}
+
+impl<T> LazySlab<T> {
+    fn slab(&mut self) -> &mut Slab<T> {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    pub fn insert(&mut self, value: T) -> usize {
+        self.slab().insert(value)
+    }
+
+    pub fn reserve(&mut self) -> usize {
+        self.slab().reserve()
+    }
+
+    pub fn fill(&mut self, index: usize, value: T) {
+        if let Some(slab) = &mut self.0 {
+            slab.fill(index, value);
+        }
+    }
+
+    pub fn remove(&mut self, index: usize) -> Option<T> {
+        self.0.as_mut()?.remove(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |slab| slab.len())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
+        self.0.iter().flat_map(|slab| slab.iter())
+    }
+
+    pub fn drain(&mut self) -> Vec<T> {
+        self.0.as_mut().map(|slab| slab.drain()).unwrap_or_default()
+    }
+}
+
 /// Registers `waker` in `waiters`, re-using this waiter's `slot` across polls so a future
 /// polled many times holds one entry. The caller removes `slot` when it is dropped.
 pub fn register_waker(
@@ -172,6 +218,21 @@ mod tests {
             "grows only once the free list is empty"
         );
         assert_eq!(s.len(), 6);
+    }
+
+    #[test]
+    fn lazy_slab_allocates_on_first_insert_and_behaves_like_a_slab() {
+        let mut s = LazySlab::default();
+        assert!(s.0.is_none());
+        assert_eq!((s.len(), s.iter().count(), s.remove(0)), (0, 0, None));
+        assert!(s.drain().is_empty());
+        let a = s.insert("a");
+        let r = s.reserve();
+        s.fill(r, "r");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.remove(a), Some("a"));
+        assert_eq!(s.iter().map(|(_, v)| *v).collect::<Vec<_>>(), vec!["r"]);
+        assert_eq!(s.drain(), vec!["r"]);
     }
 
     #[test]
