@@ -177,16 +177,25 @@ impl Node {
     }
 
     /// `kind:id` segments from the root down, e.g. `server:1/conn:7/session:9`.
+    /// Built into one `String` (it is in every session's log lines: ~2% of the upgrade path's
+    /// CPU went to a `String` per segment and the join).
     pub(crate) fn path(&self) -> String {
-        let mut segments = vec![format!("{}:{}", self.kind.as_str(), self.id)];
+        use std::fmt::Write;
+        let mut chain = vec![(self.kind, self.id)];
         let mut cursor = self.parent.borrow().as_ref().map(|(p, _)| p.clone());
         // Bounded by the tree's depth (a handful of levels).
         while let Some(node) = cursor {
-            segments.push(format!("{}:{}", node.kind.as_str(), node.id));
+            chain.push((node.kind, node.id));
             cursor = node.parent.borrow().as_ref().map(|(p, _)| p.clone());
         }
-        segments.reverse();
-        segments.join("/")
+        let mut path = String::with_capacity(16 * chain.len());
+        for (kind, id) in chain.iter().rev() {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            let _ = write!(path, "{}:{id}", kind.as_str());
+        }
+        path
     }
 
     /// Cancels this node and everything below it (invariants 2-4).
@@ -589,6 +598,22 @@ mod tests {
             scope.set_trace_id(bad);
             assert_eq!(scope.trace_id(), None, "input {bad:?}");
         }
+    }
+
+    #[test]
+    fn path_lists_kind_and_id_from_the_root_down() {
+        let rt = Runtime::new(Timers::new(crate::wheel::Clock::manual(0)));
+        let server = rt.root(ScopeKind::Server, "s");
+        let conn = server.child(ScopeKind::Connection, "c");
+        let session = conn.child(ScopeKind::Session, "u");
+        let expected = format!(
+            "server:{}/conn:{}/session:{}",
+            server.id(),
+            conn.id(),
+            session.id()
+        );
+        assert_eq!(session.path(), expected);
+        assert_eq!(server.path(), format!("server:{}", server.id()));
     }
 
     #[test]
