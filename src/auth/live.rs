@@ -14,9 +14,12 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+/// The sessions of one login: (session id, its scope).
+type SidSessions = Vec<(u64, ScopeRef)>;
+
 #[derive(Default)]
 pub struct LiveSessions {
-    by_sid: RefCell<HashMap<Rc<str>, Vec<(u64, ScopeRef)>>>,
+    by_sid: RefCell<HashMap<Rc<str>, SidSessions>>,
 }
 
 /// Unregisters its session when dropped.
