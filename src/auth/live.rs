@@ -3,31 +3,40 @@
 //! # Invariants
 //! 1. Holds only weak references: a session's scope ends with its socket, never kept alive here.
 //! 2. Entries of ended sessions are removed when the session unregisters (its guard drops).
+//!
+//! # Implementation
+//! A map from sid to the sessions of that login (usually one). The sid string is stored once,
+//! shared by the map key and the guards, and each list starts with room for one session: this
+//! index is paid by every idle socket.
 
 use crate::scope::{CancelReason, ScopeRef};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+/// The sessions of one login: (session id, its scope).
+type SidSessions = Vec<(u64, ScopeRef)>;
+
 #[derive(Default)]
 pub struct LiveSessions {
-    by_sid: RefCell<HashMap<String, Vec<(u64, ScopeRef)>>>,
+    by_sid: RefCell<HashMap<Rc<str>, SidSessions>>,
 }
 
 /// Unregisters its session when dropped.
 pub struct LiveGuard {
     live: Rc<LiveSessions>,
-    sid: String,
+    /// The map's own key (shared, not a copy).
+    sid: Rc<str>,
     session_id: u64,
 }
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
         let mut by_sid = self.live.by_sid.borrow_mut();
-        if let Some(list) = by_sid.get_mut(&self.sid) {
+        if let Some(list) = by_sid.get_mut(&*self.sid) {
             list.retain(|(id, _)| *id != self.session_id);
             if list.is_empty() {
-                by_sid.remove(&self.sid);
+                by_sid.remove(&*self.sid);
             }
         }
     }
@@ -36,14 +45,18 @@ impl Drop for LiveGuard {
 impl LiveSessions {
     /// Registers session `session_id` (scope `scope`) under `sid`.
     pub fn register(self: &Rc<Self>, sid: &str, session_id: u64, scope: ScopeRef) -> LiveGuard {
-        self.by_sid
-            .borrow_mut()
-            .entry(sid.to_owned())
-            .or_default()
+        let mut by_sid = self.by_sid.borrow_mut();
+        let key = match by_sid.get_key_value(sid) {
+            Some((key, _)) => key.clone(),
+            None => Rc::from(sid),
+        };
+        by_sid
+            .entry(key.clone())
+            .or_insert_with(|| Vec::with_capacity(1))
             .push((session_id, scope));
         LiveGuard {
             live: self.clone(),
-            sid: sid.to_owned(),
+            sid: key,
             session_id,
         }
     }

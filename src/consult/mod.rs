@@ -337,24 +337,31 @@ impl Consults {
         let scope = self.server.child(ScopeKind::Consultation, &record.id);
         let idle = scope.deadline("consult_idle", idle_at);
         let limit = scope.deadline("consult_limit", limit_at);
-        let watch = scope.cancelled();
         let id = record.id.clone();
-        let room = Rc::new(Room::new(record, scope, idle, limit));
-        self.rooms.borrow_mut().insert(id.clone(), room);
         let consults = self.self_weak.borrow().clone();
-        // The watcher lives in the server scope: the consultation's own scope is what ends.
-        self.server.spawn(async move {
-            let reason = match watch.await {
+        // A hook, not a watcher task per consultation; the close it starts runs in the server
+        // scope: the consultation's own scope is what ends.
+        let close_id = id.clone();
+        scope.on_cancel(move |reason| {
+            let reason = match reason {
                 CancelReason::Deadline("consult_idle") => "idle",
                 CancelReason::Deadline("consult_limit") => "time_limit",
                 _ => return,
             };
-            if let Some(consults) = consults.upgrade() {
-                if let Err(error) = consults.close_with(&id, reason).await {
-                    log::warn!("event=consultation_close_failed consultation={id} error={error:?}");
+            let Some(consults) = consults.upgrade() else {
+                return;
+            };
+            let server = consults.server.clone();
+            server.spawn(async move {
+                if let Err(error) = consults.close_with(&close_id, reason).await {
+                    log::warn!(
+                        "event=consultation_close_failed consultation={close_id} error={error:?}"
+                    );
                 }
-            }
+            });
         });
+        let room = Rc::new(Room::new(record, scope, idle, limit));
+        self.rooms.borrow_mut().insert(id, room);
     }
 }
 

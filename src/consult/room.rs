@@ -59,7 +59,8 @@ impl Room {
             scope,
             idle,
             limit,
-            subscribers: RefCell::new(Vec::new()),
+            // Its two members: a `Vec` would otherwise start with room for four.
+            subscribers: RefCell::new(Vec::with_capacity(2)),
             online: RefCell::new(HashMap::new()),
             delivered: Cell::new(delivered),
             pending: RefCell::new(BTreeMap::new()),

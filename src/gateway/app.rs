@@ -102,9 +102,7 @@ impl App {
 
     /// Applies reloaded settings to everything that starts from now on.
     pub fn apply(&self, settings: Settings) {
-        self.sessions
-            .settings
-            .set(wiring::session_settings(&settings));
+        *self.sessions.settings.borrow_mut() = Rc::new(wiring::session_settings(&settings));
         *self.sessions.allowed_origins.borrow_mut() = settings.allowed_origins.clone();
         self.consults.set_times(wiring::consult_times(&settings));
         *self.settings.borrow_mut() = settings;

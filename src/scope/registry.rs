@@ -67,14 +67,16 @@ fn dump_node(node: &Rc<Node>, now: u64, depth: usize) -> Value {
         .borrow()
         .iter()
         .map(|t| {
-            let due = node.rt.timers.with_wheel(|w| {
+            let (due, name) = node.rt.timers.with_wheel(|w| {
                 let armed = w.state(t.key) == Some(crate::wheel::TimerState::Armed);
-                w.deadline(t.key)
+                let deadline = w.deadline(t.key);
+                let due = deadline
                     .filter(|_| armed)
-                    .map(|(at, _)| at.saturating_sub(now))
+                    .map(|(at, _)| at.saturating_sub(now));
+                (due, deadline.map_or("?", |(_, name)| name))
             });
             json!({
-                "name": t.name,
+                "name": name,
                 "kind": match t.kind { TimerKind::Deadline => "deadline", TimerKind::Alarm => "alarm" },
                 "due_in_ms": due,
             })

@@ -5,11 +5,16 @@
 //! 2. `len` counts entries that are reserved or full.
 //!
 //! # Implementation
-//! A vector of entries plus a free list of vacant indices: O(1) insert and remove, memory
-//! bounded by the high-water mark.
+//! A vector of entries whose vacant ones chain into a free list (no second vector): O(1) insert
+//! and remove, memory bounded by the high-water mark. Most slabs hold one or two entries (a
+//! session's waiters), so the first insert allocates room for exactly one.
+
+/// End of the free list.
+const NIL: usize = usize::MAX;
 
 enum Entry<T> {
-    Vacant,
+    /// Free; the next free index (or [`NIL`]).
+    Vacant(usize),
     /// Taken by `reserve`, value to come (a task's own slot, known before the task exists).
     Reserved,
     Full(T),
@@ -17,7 +22,8 @@ enum Entry<T> {
 
 pub struct Slab<T> {
     entries: Vec<Entry<T>>,
-    free: Vec<usize>,
+    /// Head of the free list of vacant indices ([`NIL`] when there is none).
+    free: usize,
     len: usize,
 }
 
@@ -25,7 +31,7 @@ impl<T> Default for Slab<T> {
     fn default() -> Self {
         Slab {
             entries: Vec::new(),
-            free: Vec::new(),
+            free: NIL,
             len: 0,
         }
     }
@@ -40,19 +46,20 @@ impl<T> Slab<T> {
 
     /// Reserves an index without a value; `fill` or `remove` it later.
     pub fn reserve(&mut self) -> usize {
-        self.len += 1;
-        match self.free.pop() {
-            Some(index) => {
-                if let Some(slot) = self.entries.get_mut(index) {
-                    *slot = Entry::Reserved;
-                }
-                index
+        if let Some(slot) = self.entries.get_mut(self.free) {
+            let index = self.free;
+            if let Entry::Vacant(next) = std::mem::replace(slot, Entry::Reserved) {
+                self.free = next;
             }
-            None => {
-                self.entries.push(Entry::Reserved);
-                self.entries.len() - 1
-            }
+            self.len += 1;
+            return index;
         }
+        if self.entries.capacity() == 0 {
+            self.entries.reserve_exact(1);
+        }
+        self.entries.push(Entry::Reserved);
+        self.len += 1;
+        self.entries.len() - 1
     }
 
     /// Puts `value` at a reserved index; ignored for any other index.
@@ -65,18 +72,15 @@ impl<T> Slab<T> {
     /// Frees `index`, returning its value if it had one; a vacant index is left alone.
     pub fn remove(&mut self, index: usize) -> Option<T> {
         let slot = self.entries.get_mut(index)?;
-        match std::mem::replace(slot, Entry::Vacant) {
-            Entry::Vacant => None,
-            Entry::Reserved => {
-                self.free.push(index);
-                self.len -= 1;
-                None
-            }
-            Entry::Full(value) => {
-                self.free.push(index);
-                self.len -= 1;
-                Some(value)
-            }
+        if matches!(slot, Entry::Vacant(_)) {
+            return None;
+        }
+        let taken = std::mem::replace(slot, Entry::Vacant(self.free));
+        self.free = index;
+        self.len -= 1;
+        match taken {
+            Entry::Full(value) => Some(value),
+            Entry::Vacant(_) | Entry::Reserved => None,
         }
     }
 
@@ -103,7 +107,7 @@ impl<T> Slab<T> {
 
     /// Takes every value out, leaving the slab empty.
     pub fn drain(&mut self) -> Vec<T> {
-        self.free.clear();
+        self.free = NIL;
         self.len = 0;
         std::mem::take(&mut self.entries)
             .into_iter()
@@ -112,6 +116,52 @@ impl<T> Slab<T> {
                 _ => None,
             })
             .collect()
+    }
+}
+
+/// A [`Slab`] allocated on first use: most scopes (every session, every consultation) never
+/// own a child or a task, and an empty `Slab` inline costs 40 B in each of them.
+pub struct LazySlab<T>(Option<Box<Slab<T>>>);
+
+impl<T> Default for LazySlab<T> {
+    fn default() -> Self {
+        LazySlab(None)
+    }
+}
+
+impl<T> LazySlab<T> {
+    fn slab(&mut self) -> &mut Slab<T> {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    pub fn insert(&mut self, value: T) -> usize {
+        self.slab().insert(value)
+    }
+
+    pub fn reserve(&mut self) -> usize {
+        self.slab().reserve()
+    }
+
+    pub fn fill(&mut self, index: usize, value: T) {
+        if let Some(slab) = &mut self.0 {
+            slab.fill(index, value);
+        }
+    }
+
+    pub fn remove(&mut self, index: usize) -> Option<T> {
+        self.0.as_mut()?.remove(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |slab| slab.len())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
+        self.0.iter().flat_map(|slab| slab.iter())
+    }
+
+    pub fn drain(&mut self) -> Vec<T> {
+        self.0.as_mut().map(|slab| slab.drain()).unwrap_or_default()
     }
 }
 
@@ -150,5 +200,45 @@ mod tests {
         assert_eq!(s.iter().count(), 3);
         assert_eq!(s.drain().len(), 3);
         assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn slab_free_list_reuses_every_vacant_index_before_growing() {
+        let mut s = Slab::default();
+        let indices: Vec<usize> = (0..5).map(|i| s.insert(i)).collect();
+        for &i in &[1, 3, 4] {
+            assert!(s.remove(i).is_some());
+        }
+        let mut reused: Vec<usize> = (0..3).map(|i| s.insert(10 + i)).collect();
+        reused.sort_unstable();
+        assert_eq!(reused, vec![1, 3, 4]);
+        assert_eq!(
+            s.insert(99),
+            indices.len(),
+            "grows only once the free list is empty"
+        );
+        assert_eq!(s.len(), 6);
+    }
+
+    #[test]
+    fn lazy_slab_allocates_on_first_insert_and_behaves_like_a_slab() {
+        let mut s = LazySlab::default();
+        assert!(s.0.is_none());
+        assert_eq!((s.len(), s.iter().count(), s.remove(0)), (0, 0, None));
+        assert!(s.drain().is_empty());
+        let a = s.insert("a");
+        let r = s.reserve();
+        s.fill(r, "r");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.remove(a), Some("a"));
+        assert_eq!(s.iter().map(|(_, v)| *v).collect::<Vec<_>>(), vec!["r"]);
+        assert_eq!(s.drain(), vec!["r"]);
+    }
+
+    #[test]
+    fn slab_first_insert_allocates_one_entry() {
+        let mut s = Slab::default();
+        s.insert(1u64);
+        assert_eq!(s.entries.capacity(), 1);
     }
 }

@@ -66,7 +66,9 @@ pub struct SessionCtx {
     pub metrics: Rc<Metrics>,
     /// Sessions live under the server scope.
     pub server: Rc<Scope>,
-    pub settings: Cell<SessionSettings>,
+    /// The settings new sessions start with; each session keeps the `Rc` it started with (one
+    /// shared copy instead of 112 B in every session).
+    pub settings: RefCell<Rc<SessionSettings>>,
     pub allowed_origins: RefCell<Vec<String>>,
     next_session: Cell<u64>,
 }
@@ -90,7 +92,7 @@ impl SessionCtx {
             consults,
             metrics,
             server,
-            settings: Cell::new(settings),
+            settings: RefCell::new(Rc::new(settings)),
             allowed_origins: RefCell::new(allowed_origins),
             next_session: Cell::new(1),
         }
