@@ -341,6 +341,10 @@ fn slow_crowd(crowd: usize, body_bytes: usize, messages: u64, probe_rounds: usiz
     }))
 }
 
+/// Sends the flood may have relayed but the reader not yet read: 8 frames of 4 KiB, half the
+/// reader's outbound queue (`QUEUE_BYTES`).
+const READER_WINDOW: u64 = 8;
+
 /// Floods `messages` into `busy` (pipelined, acks read) while the probe measures, and checks
 /// the reader gets seqs `first+1 ..= first+messages` in order.
 #[allow(clippy::too_many_arguments)]
@@ -355,8 +359,16 @@ async fn flood_and_probe(
     messages: u64,
     probe_rounds: usize,
 ) -> Vec<Duration> {
+    // Messages the reader has received so far: the flood stays at most READER_WINDOW ahead of
+    // it. The reader shares this test's one thread with the flood and the probe, so without the
+    // window an unthrottled flood (the rate limit is off here) outruns it and it is closed 4029
+    // as a slow consumer: the window stands in for the reader's own device.
+    let received = std::cell::Cell::new(0u64);
     let flood = async {
         for i in 0..messages {
+            while i.saturating_sub(received.get()) >= READER_WINDOW {
+                smol::future::yield_now().await;
+            }
             let frame = json!({"type": "send", "consultation": busy, "client_id": format!("m{first}-{i}"), "body": body});
             sender.send_raw(Message::text(frame.to_string())).await;
             // A write that never blocks never yields: let the reader (same thread) read, as a
@@ -378,6 +390,7 @@ async fn flood_and_probe(
             let v = reader.recv().await;
             if v["type"] == "message" {
                 seqs.push(v["seq"].as_u64().expect("seq"));
+                received.set(seqs.len() as u64);
             }
         }
         let expected: Vec<u64> = (first + 1..=first + messages).collect();
