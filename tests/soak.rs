@@ -165,7 +165,7 @@ fn round(gw: &Gateway, pairs: &[Pair], first: usize, count: usize) {
 }
 
 fn soak(n: usize) {
-    // The store's page cache grows with stored data up to its ceiling (32 MiB by default):
+    // The store's page cache grows with stored data up to its ceiling (4 MiB by default):
     // bounded, but not what a leak test measures. A 1 MiB ceiling keeps RSS about the sockets.
     let gw = Gateway::start(&[
         "--max-connections",

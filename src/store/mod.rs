@@ -79,9 +79,11 @@ pub use writer::{MAX_BATCH, QUEUE_CAPACITY};
 /// Name of the database file inside the data dir.
 pub const FILE_NAME: &str = "consult-edge.redb";
 
-/// redb page-cache ceiling. redb's default (1 GiB) is meant for servers; a kiosk gateway has a
-/// few hundred MiB in all, and the hot set (open consultations, recent messages) is small.
-pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// redb page-cache ceiling. redb holds consultations, used refresh tokens and revocations (the
+/// messages are in the log): small records, read on create, join and close, not per message.
+/// A kiosk gateway has a few hundred MiB in all; re-reads past the cache come from the OS page
+/// cache. (redb's own default, 1 GiB, is meant for servers.)
+pub const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Mode of a data dir the store creates: it holds medical conversations, owner only.
 const DIR_MODE: u32 = 0o700;

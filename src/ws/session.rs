@@ -299,7 +299,7 @@ enum Event {
 impl Session {
     async fn run_loop(&mut self) -> End {
         // `ready`, when the upgrade carried the token, was fed before the loop (invariant 6).
-        if let Err(end) = self.flush().await {
+        if let Err(end) = Box::pin(self.flush()).await {
             return end;
         }
         loop {
@@ -368,14 +368,16 @@ impl Session {
                 }
                 Event::Expiring => Box::pin(self.warn_expiring()).await,
             };
-            // Answers that are ready now leave with this turn's flush (invariant 6).
+            // Answers that are ready now leave with this turn's flush (invariant 6). Both are
+            // boxed, and only when there is work: inline, their futures (an answer's write, the
+            // flush under `Scope::run`) would stay in every idle socket's task.
             let step = match step {
-                Ok(()) => self.answer_ready().await,
-                Err(end) => Err(end),
+                Ok(()) if !self.pipeline.is_empty() => Box::pin(self.answer_ready()).await,
+                other => other,
             };
             let step = match step {
-                Ok(()) => self.flush().await,
-                Err(end) => Err(end),
+                Ok(()) if self.unflushed => Box::pin(self.flush()).await,
+                other => other,
             };
             if let Err(end) = step {
                 return end;
