@@ -135,34 +135,21 @@ pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_bytes))
 }
 
-/// What a session starts from. Boxed: an `async fn` keeps its arguments in its future for its
-/// whole life, ~250 B of a socket that only needs them to set up.
-struct Start {
-    scope: Scope,
-    ctx: Rc<SessionCtx>,
-    upgraded: Upgraded,
-    claims: Option<Claims>,
-    trace: TraceParent,
-    mode: Mode,
+/// What a session starts from. Boxed by [`run`]: an `async fn` keeps its arguments in its
+/// future for its whole life, ~250 B of a socket that only needs them to set up.
+pub struct Start {
+    pub scope: Scope,
+    pub ctx: Rc<SessionCtx>,
+    pub upgraded: Upgraded,
+    /// The upgrade's verified claims; `None` when the client authenticates with an `auth` frame.
+    pub claims: Option<Claims>,
+    pub trace: TraceParent,
+    pub mode: Mode,
 }
 
-/// Runs a session on an upgraded socket inside `scope` until it closes.
-pub fn run(
-    scope: Scope,
-    ctx: Rc<SessionCtx>,
-    upgraded: Upgraded,
-    claims: Option<Claims>,
-    trace: TraceParent,
-    mode: Mode,
-) -> impl Future<Output = ()> {
-    let start = Box::new(Start {
-        scope,
-        ctx,
-        upgraded,
-        claims,
-        trace,
-        mode,
-    });
+/// Runs a session on an upgraded socket inside `start.scope` until it closes.
+pub fn run(start: Start) -> impl Future<Output = ()> {
+    let start = Box::new(start);
     async move {
         // Boxed: awaited inline, `open`'s future (~500 B) would stay in the task's state.
         let (mut session, claims, guard) = Box::pin(open(start)).await;

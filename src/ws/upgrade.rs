@@ -70,7 +70,14 @@ fn start(
         then: Box::new(move |upgraded| {
             let server = ctx.server.clone();
             server.spawn_with(session_scope, move |scope| {
-                session::run(scope, ctx, upgraded, claims, trace, mode)
+                session::run(session::Start {
+                    scope,
+                    ctx,
+                    upgraded,
+                    claims,
+                    trace,
+                    mode,
+                })
             });
         }),
     }
