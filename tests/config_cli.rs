@@ -321,6 +321,11 @@ fn error_conflicting_keys_exit_2() {
     assert!(matches!(err, CliError::Conflict(_)), "err={err}");
     let err = error_of(&["serve", "--heartbeat-ms", "50000"], &HashMap::new());
     assert!(matches!(err, CliError::Conflict(_)), "err={err}");
+    let err = error_of(
+        &["serve", "--outbound-queue-messages", "7"],
+        &HashMap::new(),
+    );
+    assert!(matches!(err, CliError::Conflict(_)), "err={err}");
 }
 
 #[test]

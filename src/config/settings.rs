@@ -71,6 +71,10 @@ pub const DEFAULT_RENEW_WINDOW_MS: u64 = 60_000;
 pub const DEFAULT_WRITE_STALL_MS: u64 = 10_000;
 /// SPEC §5: an outbound queue of 256 messages at once is a slow consumer: close 4029.
 pub const DEFAULT_OUTBOUND_QUEUE_MESSAGES: usize = 256;
+/// Smallest outbound queue accepted: one sender's sends in flight (`ws::pipeline::MAX_IN_FLIGHT`)
+/// commit in one batch and their relays arrive at a reader at once; a smaller queue would close
+/// readers that keep up with 4029.
+pub const MIN_OUTBOUND_QUEUE_MESSAGES: usize = 8;
 /// SPEC §5: an outbound queue of 1 MiB at once is a slow consumer: close 4029.
 pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 1024 * 1024;
 /// SPEC §5: a frame or message over 64 KiB closes 1009.
@@ -279,6 +283,13 @@ impl Settings {
                     .to_string(),
             );
         }
+        if self.outbound_queue_messages < MIN_OUTBOUND_QUEUE_MESSAGES {
+            return Err(format!(
+                "--outbound-queue-messages ({}) must be at least {MIN_OUTBOUND_QUEUE_MESSAGES}: \
+                 one sender's sends in flight are relayed at once",
+                self.outbound_queue_messages
+            ));
+        }
         if self.heartbeat_ms >= self.read_timeout_ms {
             return Err(format!(
                 "--heartbeat-ms ({}) must be shorter than --read-timeout-ms ({})",
@@ -330,6 +341,17 @@ mod tests {
             assert_eq!(s.set(option.key, &shown), Ok(true), "key={}", option.key);
         }
         assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn settings_outbound_queue_below_sends_in_flight_rejected() {
+        let mut s = Settings {
+            outbound_queue_messages: MIN_OUTBOUND_QUEUE_MESSAGES - 1,
+            ..Settings::default()
+        };
+        assert!(s.validate().is_err());
+        s.outbound_queue_messages = MIN_OUTBOUND_QUEUE_MESSAGES;
+        assert!(s.validate().is_ok());
     }
 
     #[test]

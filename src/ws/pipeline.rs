@@ -29,6 +29,9 @@ use std::task::{Context, Poll};
 /// takes even at the 64 KiB message limit, so a reader that keeps up is never a slow consumer.
 pub const MAX_IN_FLIGHT: usize = 8;
 
+// The configuration refuses outbound queues that could not take one sender's batch of relays.
+const _: () = assert!(MAX_IN_FLIGHT <= crate::config::settings::MIN_OUTBOUND_QUEUE_MESSAGES);
+
 /// How one send ended, for the frame that answers it.
 #[derive(Debug)]
 pub enum Outcome {
