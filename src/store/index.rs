@@ -68,19 +68,14 @@ impl MessageIndex {
         ts_ms: u64,
     ) -> Result<(), &'static str> {
         let packed = loc.pack().ok_or("location out of range")?;
-        let have = self
-            .by_consultation
-            .get(consultation)
-            .map_or(0, |e| e.locs.len() as u64);
-        if seq != have + 1 {
-            return Err("seq out of order");
-        }
+        // One lookup on the hot path; the key is copied only for a consultation's first message.
         let entries = match self.by_consultation.get_mut(consultation) {
-            Some(e) => e,
-            None => self
+            Some(e) if seq == e.locs.len() as u64 + 1 => e,
+            None if seq == 1 => self
                 .by_consultation
                 .entry(consultation.to_owned())
                 .or_default(),
+            _ => return Err("seq out of order"),
         };
         entries.locs.push(packed);
         entries.last_ts_ms = ts_ms;

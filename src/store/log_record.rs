@@ -97,7 +97,7 @@ pub(crate) enum Parsed {
 }
 
 /// Reads the payload length from a header, if `buf` holds one: the record's total length.
-pub(crate) fn record_len(buf: &[u8]) -> Result<Option<usize>, &'static str> {
+fn record_len(buf: &[u8]) -> Result<Option<usize>, &'static str> {
     let Some(len) = buf.get(..4) else {
         return Ok(None);
     };
