@@ -750,8 +750,16 @@ fn slow_consumer_closes_4029_without_slowing_another_socket() {
         let (mut pc, _) = connect_ready(p.gw.addr, &p.patient).await;
         let body = "x".repeat(16 * 1024);
         let total = 400u64;
+        // The reader shares this test's thread with the sender: with the rate limit off, an
+        // unthrottled sender can outrun it and get it closed 4029 too. Staying at most half
+        // the outbound queue ahead of it stands in for the reader's own device.
+        let window = 16u64;
+        let seen = std::cell::Cell::new(0u64);
         let send = async {
             for i in 0..total {
+                while i.saturating_sub(seen.get()) >= window {
+                    smol::future::yield_now().await;
+                }
                 pc.send(json!({"type": "send", "consultation": p.id, "client_id": format!("k{i}"), "body": body}))
                     .await;
                 // Let the reader (same thread) read as a live client would.
@@ -759,14 +767,13 @@ fn slow_consumer_closes_4029_without_slowing_another_socket() {
             }
         };
         let read = async {
-            let mut seen = 0;
-            while seen < total {
+            while seen.get() < total {
                 let v = reader.recv().await;
                 if v["type"] == "message" {
-                    seen += 1;
+                    seen.set(seen.get() + 1);
                 }
             }
-            seen
+            seen.get()
         };
         let send_and_read = async { smol::future::zip(send, read).await.1 };
         // The stalled socket never reads while the others run.
