@@ -55,6 +55,7 @@ mod index;
 mod log_record;
 mod msglog;
 mod records;
+mod reply;
 mod tables;
 mod writer;
 
@@ -239,13 +240,13 @@ impl Store {
         &self,
         op: impl FnOnce(writer::Reply<T>) -> writer::Op,
     ) -> Result<T, StoreError> {
-        let (reply, answer) = async_channel::bounded(1);
+        let (reply, answer) = reply::reply_slot();
         self.inner
             .ops
             .send(op(reply))
             .await
             .map_err(|_| StoreError::Stopped)?;
-        answer.recv().await.map_err(|_| StoreError::Stopped)?
+        answer.await.ok_or(StoreError::Stopped)?
     }
 
     /// Creates an open consultation with a fresh unguessable id, `last_seq` 0.
@@ -278,13 +279,32 @@ impl Store {
     /// by one task are applied in that order, so a socket can keep several sends in flight and
     /// still get its seqs and acks in send order. The op commits even if the ticket is dropped.
     pub async fn begin_append(&self, message: NewMessage) -> Result<PendingAppend, StoreError> {
-        let (reply, answer) = async_channel::bounded(1);
+        let (reply, answer) = reply::reply_slot();
         self.inner
             .ops
             .send(writer::Op::Append { message, reply })
             .await
             .map_err(|_| StoreError::Stopped)?;
         Ok(PendingAppend { answer })
+    }
+
+    /// [`Store::begin_append`] without waiting: `Ok(None)` when the writer's queue is full (the
+    /// message is not queued; the caller falls back to `begin_append`, which waits). The
+    /// common case of the send path, with no future to hold.
+    pub fn try_begin_append(
+        &self,
+        message: NewMessage,
+    ) -> Result<Option<PendingAppend>, StoreError> {
+        let (reply, answer) = reply::reply_slot();
+        match self
+            .inner
+            .ops
+            .try_send(writer::Op::Append { message, reply })
+        {
+            Ok(()) => Ok(Some(PendingAppend { answer })),
+            Err(async_channel::TrySendError::Full(_)) => Ok(None),
+            Err(async_channel::TrySendError::Closed(_)) => Err(StoreError::Stopped),
+        }
     }
 
     /// Closes a consultation with `reason`; closing a closed one returns it unchanged.
@@ -434,16 +454,30 @@ impl Store {
     }
 }
 
-/// A queued append (see [`Store::begin_append`]); [`PendingAppend::wait`] gives its outcome.
+/// A queued append (see [`Store::begin_append`]): a future of its outcome once its batch has
+/// committed, the same outcome as [`Store::append_message`]. Not boxed, no allocation of its own.
 #[derive(Debug)]
 pub struct PendingAppend {
-    answer: async_channel::Receiver<Result<Appended, StoreError>>,
+    answer: reply::ReplyRx<Result<Appended, StoreError>>,
 }
 
 impl PendingAppend {
-    /// Waits for the append's batch to commit: the same outcome as [`Store::append_message`].
+    /// Waits for the append's batch to commit.
     pub async fn wait(self) -> Result<Appended, StoreError> {
-        self.answer.recv().await.map_err(|_| StoreError::Stopped)?
+        self.await
+    }
+}
+
+impl std::future::Future for PendingAppend {
+    type Output = Result<Appended, StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.answer)
+            .poll(cx)
+            .map(|answer| answer.ok_or(StoreError::Stopped)?)
     }
 }
 

@@ -18,7 +18,7 @@
 //! (bounded as above) without waiting: under load many callers' ops share one fsync, when idle
 //! a lone op is committed at once (no added latency). The redb transaction is begun only if the
 //! batch has a redb op, so a batch of messages costs one write and one fdatasync. Each op
-//! carries its own `bounded(1)` reply channel; a caller that stopped waiting simply never reads
+//! carries its own one-shot reply slot (`reply.rs`); a caller that stopped waiting simply never reads
 //! its reply, and its op still commits.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,8 +49,8 @@ const LINGER_MIN_OPS: usize = 4;
 /// (~60 µs here), so that commits carry more messages each.
 const LINGER: std::time::Duration = std::time::Duration::from_micros(200);
 
-/// Where a write op's result goes: the caller's `bounded(1)` reply channel.
-pub(crate) type Reply<T> = async_channel::Sender<Result<T, StoreError>>;
+/// Where a write op's result goes: the caller's one-shot reply slot.
+pub(crate) type Reply<T> = super::reply::ReplyTx<Result<T, StoreError>>;
 
 /// One write request, with the channel its caller is waiting on.
 pub(crate) enum Op {
@@ -139,8 +139,8 @@ impl<T: Send + 'static> Staged for Pending<T> {
             Ok(()) => self.outcome,
             Err(e) => Err(e.clone()),
         };
-        // Capacity 1 and one send: never full. Closed means the caller stopped waiting.
-        let _ = self.reply.try_send(answer);
+        // A caller that stopped waiting never reads it; the op committed all the same.
+        self.reply.send(answer);
     }
 }
 
