@@ -15,6 +15,7 @@
 //! - [`outbox`]: a session's bounded outbound queue.
 //! - [`room`]: the live state of one open consultation.
 
+pub mod frame_json;
 pub mod frames;
 pub mod outbox;
 pub mod room;
@@ -22,10 +23,10 @@ pub mod room;
 use crate::observe::Metrics;
 use crate::scope::{CancelReason, Scope, ScopeKind};
 use crate::store::{
-    Appended, ConsultState, Consultation, NewMessage, Store, StoreError, StoredMessage,
+    Appended, ConsultState, Consultation, NewMessage, PendingAppend, Store, StoreError,
+    StoredMessage,
 };
 use bytes::Bytes;
-use frames::ServerFrame;
 use outbox::Outbox;
 use room::Room;
 use std::cell::{Cell, RefCell};
@@ -253,7 +254,7 @@ impl Consults {
         caller: &Caller<'_>,
         msg: Outgoing<'_>,
     ) -> Result<SendTicket, ConsultError> {
-        let Some(room) = self.room(msg.consultation) else {
+        let Some(room) = self.writable_room(caller, msg.consultation) else {
             // Not open in memory: closed, missing, or not the caller's.
             let record = self.get(msg.consultation, caller).await?;
             return Err(match record.state {
@@ -261,30 +262,60 @@ impl Consults {
                 ConsultState::Open => ConsultError::NotFound,
             });
         };
-        if !room.is_member(caller.user) {
-            // Admins read any consultation; they never write into one.
-            return Err(if caller.admin {
-                ConsultError::Forbidden
-            } else {
-                ConsultError::NotFound
-            });
-        }
+        let room = room?;
         let started = std::time::Instant::now();
-        let pending = self
-            .store
-            .begin_append(NewMessage {
-                consultation: msg.consultation.to_owned(),
-                from: caller.user.to_owned(),
-                role: caller.role.to_owned(),
-                body: msg.body.to_owned(),
-                client_id: msg.client_id.to_owned(),
-                ts_ms: msg.ts_ms,
-                traceparent: msg.traceparent.to_owned(),
-            })
-            .await?;
-        Ok(SendTicket {
+        let pending = self.store.begin_append(new_message(caller, &msg)).await?;
+        Ok(self.ticket(room, pending, &msg, started))
+    }
+
+    /// [`Consults::begin_send`] when it needs no wait, the common case: the consultation is
+    /// open in memory and the store's queue has room. `None` when it would wait (the caller
+    /// then uses `begin_send`): nothing was queued.
+    pub fn try_begin_send(
+        &self,
+        caller: &Caller<'_>,
+        msg: &Outgoing<'_>,
+    ) -> Option<Result<SendTicket, ConsultError>> {
+        let room = match self.writable_room(caller, msg.consultation)? {
+            Ok(room) => room,
+            Err(error) => return Some(Err(error)),
+        };
+        let started = std::time::Instant::now();
+        match self.store.try_begin_append(new_message(caller, msg)) {
+            Ok(Some(pending)) => Some(Ok(self.ticket(room, pending, msg, started))),
+            Ok(None) => None,
+            Err(error) => Some(Err(error.into())),
+        }
+    }
+
+    /// The open room `caller` may send into; `None` if `id` is not open in memory.
+    fn writable_room(
+        &self,
+        caller: &Caller<'_>,
+        id: &str,
+    ) -> Option<Result<Rc<Room>, ConsultError>> {
+        let room = self.room(id)?;
+        if room.is_member(caller.user) {
+            return Some(Ok(room));
+        }
+        // Admins read any consultation; they never write into one.
+        Some(Err(if caller.admin {
+            ConsultError::Forbidden
+        } else {
+            ConsultError::NotFound
+        }))
+    }
+
+    fn ticket(
+        &self,
+        room: Rc<Room>,
+        pending: PendingAppend,
+        msg: &Outgoing<'_>,
+        started: std::time::Instant,
+    ) -> SendTicket {
+        SendTicket {
             state: Some(InFlightSend {
-                commit: Box::pin(pending.wait()),
+                commit: pending,
                 relay: Relay {
                     room,
                     metrics: self.metrics.clone(),
@@ -293,7 +324,7 @@ impl Consults {
                     started,
                 },
             }),
-        })
+        }
     }
 
     /// A member closes the consultation.
@@ -365,9 +396,9 @@ impl Consults {
     }
 }
 
-/// An append's commit, boxed: the store's future type cannot be named, and a ticket must be
-/// storable in a session's FIFO and movable into a task if the session goes away.
-type Commit = Pin<Box<dyn Future<Output = Result<Appended, StoreError>>>>;
+/// An append's commit: a named, unboxed future, so a ticket is storable in a session's FIFO
+/// and movable into a task if the session goes away.
+type Commit = PendingAppend;
 
 /// A queued send (see [`Consults::begin_send`]). Awaiting it gives the send's outcome after the
 /// commit, with the room updated and the message relayed.
@@ -432,7 +463,7 @@ impl Future for SendTicket {
                 "send ticket polled after its outcome".to_owned(),
             )));
         };
-        let outcome = ready!(in_flight.commit.as_mut().poll(cx));
+        let outcome = ready!(Pin::new(&mut in_flight.commit).poll(cx));
         match self.state.take() {
             Some(in_flight) => Poll::Ready(in_flight.relay.finish(outcome)),
             None => Poll::Ready(Err(ConsultError::Internal(
@@ -459,6 +490,19 @@ impl Drop for SendTicket {
     }
 }
 
+/// The store's copy of an outgoing message.
+fn new_message(caller: &Caller<'_>, msg: &Outgoing<'_>) -> NewMessage {
+    NewMessage {
+        consultation: msg.consultation.to_owned(),
+        from: caller.user.to_owned(),
+        role: caller.role.to_owned(),
+        body: msg.body.to_owned(),
+        client_id: msg.client_id.to_owned(),
+        ts_ms: msg.ts_ms,
+        traceparent: msg.traceparent.to_owned(),
+    }
+}
+
 fn visible(record: Consultation, caller: &Caller<'_>) -> Result<Consultation, ConsultError> {
     if caller.admin || record.patient == caller.user || record.doctor == caller.user {
         Ok(record)
@@ -467,7 +511,7 @@ fn visible(record: Consultation, caller: &Caller<'_>) -> Result<Consultation, Co
     }
 }
 
-/// The `message` frame of a stored message, serialised once.
+/// The `message` frame of a stored message, serialised once for all its recipients.
 pub fn message_frame(m: &StoredMessage) -> Bytes {
-    ServerFrame::Message(m.into()).to_json().into()
+    frame_json::message_json(m).into()
 }

@@ -4,8 +4,8 @@
 //! 1. The task owns the socket; it is the only writer. Other parts reach it through its outbox.
 //! 2. Each deadline of SPEC §5 is a named timer of the session scope: `auth` (first-frame auth
 //!    only), `heartbeat` (read deadline, re-armed by every frame), `idle` (re-armed by join, send,
-//!    leave), `token` (re-armed by renew), `session_limit`, `write_stall` (armed during each
-//!    write). Alarms `ping` and `token_expiring` only wake the loop.
+//!    leave), `token` (re-armed by renew), `session_limit`, `write_stall` (armed while a write
+//!    or flush waits for the socket). Alarms `ping` and `token_expiring` only wake the loop.
 //! 3. When the scope is cancelled, the socket is closed with the code for the reason
 //!    ([`super::close::for_reason`]), and that code is logged and counted.
 //! 4. A panic while handling a frame closes only this socket, with 1011.
@@ -32,6 +32,7 @@ use super::limits::{BadFrames, SendBucket};
 use super::pipeline::{Outcome, Pipeline, MAX_IN_FLIGHT};
 use super::{SessionCtx, SessionSettings};
 use crate::auth::{AuthError, Claims, LiveGuard, TokenType};
+use crate::consult::frame_json::ack_json;
 use crate::consult::outbox::{outbox, Outbox, OutboxRx};
 use crate::consult::{Caller, ConsultError, Outgoing, SendTicket, REPLAY_PAGE};
 use crate::http::Upgraded;
@@ -50,8 +51,22 @@ use std::any::Any;
 use std::future::Future;
 use std::net::TcpStream;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::rc::Rc;
+
+/// Finishes a write or flush that could not complete at once (the socket's send buffer is
+/// full): under the `write_stall` deadline and the scope's cancellation. Only this slow case
+/// arms the timer and pays for the scope's wrapper; callers box it.
+async fn stalled(
+    scope: &Scope,
+    write_stall: &ScopeTimer,
+    stall_ms: u64,
+    io: impl Future<Output = Result<(), WsError>>,
+) -> Result<Result<(), WsError>, CancelReason> {
+    write_stall.reset_after(stall_ms);
+    let result = scope.run(io).await;
+    write_stall.cancel();
+    result
+}
 
 /// tungstenite reads in chunks of this size and keeps that much buffer per socket: its 128 KiB
 /// default costs 128 KiB of RSS per idle socket once the first read fills it. Chat frames are
@@ -445,7 +460,7 @@ impl Session {
             }
             Message::Close(_) => {
                 // tungstenite answers the close; keep polling so the answer is flushed.
-                self.drain_close().await;
+                Box::pin(self.drain_close()).await;
                 Err(End::Gone)
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
@@ -457,27 +472,26 @@ impl Session {
         // queues behind them, `leave` answers nothing.
         let frame = match decode_client_frame(text) {
             Ok(frame) => frame,
-            Err(error) => return self.bad_frame(error).await,
+            Err(error) => return Box::pin(self.bad_frame(error)).await,
         };
         if self.claims.is_none() {
             // Before authentication only `auth` is accepted; anything else is a bad auth.
             return match frame {
-                ClientFrame::Auth { token } => self.first_frame_auth(&token).await,
+                ClientFrame::Auth { token } => Box::pin(self.first_frame_auth(&token)).await,
                 _ => Err(End::Close(close::POLICY, "authenticate first")),
             };
         }
         match frame {
             ClientFrame::Auth { .. } => {
                 self.settle().await?;
-                self.error("bad_request", "already authenticated", Some("auth"))
-                    .await
+                Box::pin(self.error("bad_request", "already authenticated", Some("auth"))).await
             }
             ClientFrame::Join {
                 consultation,
                 after,
             } => {
                 self.touch_idle();
-                self.join(&consultation, after).await
+                Box::pin(self.join(&consultation, after)).await
             }
             ClientFrame::Leave { consultation } => {
                 self.touch_idle();
@@ -495,13 +509,12 @@ impl Session {
                 self.send(&consultation, &client_id, &body, traceparent.as_deref())
                     .await
             }
-            ClientFrame::Renew { token } => self.renew(&token).await,
+            ClientFrame::Renew { token } => Box::pin(self.renew(&token)).await,
             ClientFrame::DebugPanic if self.settings.dev => {
                 panic!("debug_panic: deliberate session panic")
             }
             ClientFrame::DebugPanic => {
-                self.bad_frame(FrameError::UnknownType(Some("debug_panic".into())))
-                    .await
+                Box::pin(self.bad_frame(FrameError::UnknownType(Some("debug_panic".into())))).await
             }
         }
     }
@@ -789,29 +802,29 @@ impl Session {
             .and_then(TraceParent::parse)
             .unwrap_or(self.trace)
             .child()
-            .to_string();
+            .to_header();
         let caller = Caller {
             user: &user,
             role: &role,
             admin,
         };
         let ctx = self.ctx.clone();
-        let begin = ctx.consults.begin_send(
-            &caller,
-            Outgoing {
-                consultation,
-                client_id,
-                body,
-                traceparent: &span,
-                ts_ms: ctx.server.timers().unix_ms(),
-                session_id: self.id,
-            },
-        );
-        let mut begin = std::pin::pin!(begin);
-        let begun = match smol::future::poll_once(begin.as_mut()).await {
+        let outgoing = Outgoing {
+            consultation,
+            client_id,
+            body,
+            traceparent: &span,
+            ts_ms: ctx.server.timers().unix_ms(),
+            session_id: self.id,
+        };
+        let begun = match ctx.consults.try_begin_send(&caller, &outgoing) {
             Some(begun) => begun,
-            // The store's queue is full. Boxed: rare, and it would widen every socket's task.
-            None => Box::pin(self.wait_queued(begin)).await?,
+            // The store's queue is full, or the consultation must be looked up. Boxed: rare,
+            // and its state would widen the future of every frame's handling.
+            None => {
+                let begin = ctx.consults.begin_send(&caller, outgoing);
+                Box::pin(self.wait_queued(begin)).await?
+            }
         };
         match begun {
             Ok(ticket) => self.pipeline.push_waiting(client_id, ticket),
@@ -820,14 +833,16 @@ impl Session {
         Ok(())
     }
 
-    /// Waits for a send to be queued while the store's queue is full, and meanwhile answers
+    /// Waits for a send to be queued while the store's queue is full (or its consultation is
+    /// looked up in the store), and meanwhile answers
     /// the sends that commit and writes the outbox: a session held back by the store must still
     /// relay what it has committed (the other member's messages wait in the room for those
     /// seqs) and deliver what others relayed to it. No frame is read meanwhile (backpressure).
     async fn wait_queued(
         &mut self,
-        mut begin: Pin<&mut impl Future<Output = Result<SendTicket, ConsultError>>>,
+        begin: impl Future<Output = Result<SendTicket, ConsultError>>,
     ) -> Result<Result<SendTicket, ConsultError>, End> {
+        let mut begin = std::pin::pin!(begin);
         enum Wait {
             Queued(Result<SendTicket, ConsultError>),
             Answered(String, Outcome),
@@ -868,20 +883,13 @@ impl Session {
     async fn answer(&mut self, client_id: &str, outcome: Outcome) -> Result<(), End> {
         match outcome {
             Outcome::Acked { consultation, seq } => {
-                self.write_text(
-                    ServerFrame::Ack {
-                        client_id,
-                        consultation: &consultation,
-                        seq,
-                    }
-                    .to_json(),
-                )
-                .await
-            }
-            Outcome::Failed(error) => self.consult_error(error, client_id).await,
-            Outcome::RateLimited => {
-                self.error("rate_limited", "too many sends", Some(client_id))
+                self.write_text(ack_json(client_id, &consultation, seq))
                     .await
+            }
+            // Boxed: rare, and inline they would widen every ack's future.
+            Outcome::Failed(error) => Box::pin(self.consult_error(error, client_id)).await,
+            Outcome::RateLimited => {
+                Box::pin(self.error("rate_limited", "too many sends", Some(client_id))).await
             }
         }
     }
@@ -987,26 +995,46 @@ impl Session {
         self.write(Message::text(text)).await
     }
 
-    /// Feeds one frame to the write buffer under the `write_stall` deadline (invariant 2); it
-    /// goes out with the turn's flush (invariant 6), or earlier once the buffer is full.
+    /// Feeds one frame to the write buffer (invariant 6: it goes out with the turn's flush, or
+    /// earlier once the buffer is full); a feed that has to wait for the socket runs under the
+    /// `write_stall` deadline (invariant 2).
     async fn write(&mut self, message: Message) -> Result<(), End> {
-        self.write_stall.reset_after(self.settings.write_stall_ms);
         self.unflushed = true;
-        let written = self.scope.run(self.ws.feed(message)).await;
-        self.write_stall.cancel();
-        self.written(written)
+        let Session {
+            ws,
+            scope,
+            write_stall,
+            settings,
+            ..
+        } = &mut *self;
+        let mut feed = ws.feed(message);
+        let result = match smol::future::poll_once(&mut feed).await {
+            Some(done) => Ok(done),
+            None => Box::pin(stalled(scope, write_stall, settings.write_stall_ms, feed)).await,
+        };
+        self.written(result)
     }
 
-    /// Sends what was fed since the last flush, under the `write_stall` deadline.
+    /// Sends what was fed since the last flush; a flush that has to wait for the socket runs
+    /// under the `write_stall` deadline.
     async fn flush(&mut self) -> Result<(), End> {
         if !self.unflushed {
             return Ok(());
         }
         self.unflushed = false;
-        self.write_stall.reset_after(self.settings.write_stall_ms);
-        let flushed = self.scope.run(SinkExt::flush(&mut self.ws)).await;
-        self.write_stall.cancel();
-        self.written(flushed)
+        let Session {
+            ws,
+            scope,
+            write_stall,
+            settings,
+            ..
+        } = &mut *self;
+        let mut flush = SinkExt::flush(ws);
+        let result = match smol::future::poll_once(&mut flush).await {
+            Some(done) => Ok(done),
+            None => Box::pin(stalled(scope, write_stall, settings.write_stall_ms, flush)).await,
+        };
+        self.written(result)
     }
 
     fn written(&self, result: Result<Result<(), WsError>, CancelReason>) -> Result<(), End> {
