@@ -102,18 +102,18 @@ fn check_agrees(command: &ClientFrame, object: &serde_json::Map<String, Value>) 
     assert_eq!(string("type"), Some(command.type_name()), "type differs");
     match command {
         ClientFrame::Auth { token } | ClientFrame::Renew { token } => {
-            assert_eq!(string("token"), Some(token.as_str()));
+            assert_eq!(string("token"), Some(&**token));
         }
         ClientFrame::Join {
             consultation,
             after,
         } => {
-            assert_eq!(string("consultation"), Some(consultation.as_str()));
+            assert_eq!(string("consultation"), Some(&**consultation));
             let expected = object.get("after").and_then(Value::as_u64).unwrap_or(0);
             assert_eq!(*after, expected, "after differs");
         }
         ClientFrame::Leave { consultation } => {
-            assert_eq!(string("consultation"), Some(consultation.as_str()));
+            assert_eq!(string("consultation"), Some(&**consultation));
         }
         ClientFrame::Send {
             consultation,
@@ -121,9 +121,9 @@ fn check_agrees(command: &ClientFrame, object: &serde_json::Map<String, Value>) 
             body,
             traceparent,
         } => {
-            assert_eq!(string("consultation"), Some(consultation.as_str()));
-            assert_eq!(string("client_id"), Some(client_id.as_str()));
-            assert_eq!(string("body"), Some(body.as_str()));
+            assert_eq!(string("consultation"), Some(&**consultation));
+            assert_eq!(string("client_id"), Some(&**client_id));
+            assert_eq!(string("body"), Some(&**body));
             assert_eq!(string("traceparent"), traceparent.as_deref());
         }
         ClientFrame::DebugPanic => {}

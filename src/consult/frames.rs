@@ -10,7 +10,8 @@
 //!    here, once: a command that decodes is within them.
 //!
 //! # Implementation
-//! Fast path: one serde derive over borrowed fields (`Cow<str>`, no copies for unescaped text).
+//! Fast path: one serde derive over borrowed fields (`Text`, no copies for unescaped text), and
+//! the command borrows them in turn.
 //! Only when it fails does a slow path parse into a `serde_json::Value` to say precisely which
 //! field is missing or ill-typed.
 
@@ -27,33 +28,33 @@ pub const MAX_ID_BYTES: usize = 128;
 /// A `type` short and plain enough to echo back as an error's `ref`.
 const MAX_REF_CHARS: usize = 32;
 
-/// A decoded client command.
+/// A decoded client command. Its text borrows from the frame unless the JSON escaped it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientFrame {
+pub enum ClientFrame<'a> {
     Auth {
-        token: String,
+        token: Cow<'a, str>,
     },
     Join {
-        consultation: String,
+        consultation: Cow<'a, str>,
         after: u64,
     },
     Leave {
-        consultation: String,
+        consultation: Cow<'a, str>,
     },
     Send {
-        consultation: String,
-        client_id: String,
-        body: String,
-        traceparent: Option<String>,
+        consultation: Cow<'a, str>,
+        client_id: Cow<'a, str>,
+        body: Cow<'a, str>,
+        traceparent: Option<Cow<'a, str>>,
     },
     Renew {
-        token: String,
+        token: Cow<'a, str>,
     },
     /// Development builds only (`--dev`): panics inside the session, to test 1011.
     DebugPanic,
 }
 
-impl ClientFrame {
+impl ClientFrame<'_> {
     pub fn type_name(&self) -> &'static str {
         match self {
             ClientFrame::Auth { .. } => "auth",
@@ -112,63 +113,78 @@ impl fmt::Display for FrameError {
 #[derive(Deserialize)]
 struct Raw<'a> {
     #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Text<'a>>,
     #[serde(borrow)]
-    token: Option<Cow<'a, str>>,
+    token: Option<Text<'a>>,
     #[serde(borrow)]
-    consultation: Option<Cow<'a, str>>,
+    consultation: Option<Text<'a>>,
     after: Option<u64>,
     #[serde(borrow)]
-    client_id: Option<Cow<'a, str>>,
+    client_id: Option<Text<'a>>,
     #[serde(borrow)]
-    body: Option<Cow<'a, str>>,
+    body: Option<Text<'a>>,
     #[serde(borrow)]
-    traceparent: Option<Cow<'a, str>>,
+    traceparent: Option<Text<'a>>,
+}
+
+/// A JSON string borrowed from the frame when it has no escapes, owned otherwise. (serde's own
+/// `Cow<str>` always allocates inside an `Option`: `#[serde(borrow)]` only reaches a bare
+/// `Cow`.)
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 /// Decodes one text frame.
-pub fn decode_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
+pub fn decode_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
     let raw: Raw<'_> = match serde_json::from_str(text) {
         Ok(raw) => raw,
         Err(_) => return Err(diagnose(text)),
     };
-    let kind = raw.kind.as_deref().ok_or(FrameError::MissingType)?;
-    let field = |v: &Option<Cow<'_, str>>, name: &'static str| -> Result<String, FrameError> {
-        v.as_deref()
-            .map(str::to_owned)
-            .ok_or(FrameError::MissingField(name))
-    };
-    let id = |v: &Option<Cow<'_, str>>, name: &'static str| -> Result<String, FrameError> {
-        let value = field(v, name)?;
-        if value.len() > MAX_ID_BYTES {
-            return Err(FrameError::TooLarge(name));
-        }
-        Ok(value)
-    };
-    match kind {
+    let kind = raw.kind.ok_or(FrameError::MissingType)?.0;
+    match &*kind {
         "auth" => Ok(ClientFrame::Auth {
-            token: field(&raw.token, "token")?,
+            token: field(raw.token, "token")?,
         }),
         "renew" => Ok(ClientFrame::Renew {
-            token: field(&raw.token, "token")?,
+            token: field(raw.token, "token")?,
         }),
         "join" => Ok(ClientFrame::Join {
-            consultation: id(&raw.consultation, "consultation")?,
+            consultation: id(raw.consultation, "consultation")?,
             after: raw.after.unwrap_or(0),
         }),
         "leave" => Ok(ClientFrame::Leave {
-            consultation: id(&raw.consultation, "consultation")?,
+            consultation: id(raw.consultation, "consultation")?,
         }),
         "send" => {
-            let consultation = id(&raw.consultation, "consultation")?;
-            let client_id = field(&raw.client_id, "client_id")?;
+            let consultation = id(raw.consultation, "consultation")?;
+            let client_id = field(raw.client_id, "client_id")?;
             if client_id.is_empty() {
                 return Err(FrameError::MissingField("client_id"));
             }
             if client_id.chars().count() > MAX_CLIENT_ID_CHARS {
                 return Err(FrameError::TooLarge("client_id"));
             }
-            let body = field(&raw.body, "body")?;
+            let body = field(raw.body, "body")?;
             if body.len() > MAX_BODY_BYTES {
                 return Err(FrameError::TooLarge("body"));
             }
@@ -176,12 +192,26 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
                 consultation,
                 client_id,
                 body,
-                traceparent: raw.traceparent.map(Cow::into_owned),
+                traceparent: raw.traceparent.map(|t| t.0),
             })
         }
         "debug_panic" => Ok(ClientFrame::DebugPanic),
         other => Err(FrameError::UnknownType(plain_ref(other))),
     }
+}
+
+/// A required string field.
+fn field<'a>(value: Option<Text<'a>>, name: &'static str) -> Result<Cow<'a, str>, FrameError> {
+    value.map(|t| t.0).ok_or(FrameError::MissingField(name))
+}
+
+/// A required id field, within [`MAX_ID_BYTES`].
+fn id<'a>(value: Option<Text<'a>>, name: &'static str) -> Result<Cow<'a, str>, FrameError> {
+    let value = field(value, name)?;
+    if value.len() > MAX_ID_BYTES {
+        return Err(FrameError::TooLarge(name));
+    }
+    Ok(value)
 }
 
 /// The slow path: which field made the fast path fail.
@@ -385,10 +415,10 @@ mod tests {
     #[test]
     fn frames_limits_at_boundaries() {
         let send = |cid: &str, body: &str| {
-            decode_client_frame(
-                &serde_json::json!({"type":"send","consultation":"c","client_id":cid,"body":body})
-                    .to_string(),
-            )
+            let text =
+                serde_json::json!({"type":"send","consultation":"c","client_id":cid,"body":body})
+                    .to_string();
+            decode_client_frame(&text).map(|frame| frame.type_name())
         };
         assert!(send(&"k".repeat(64), "x").is_ok());
         assert!(send(&"é".repeat(64), "x").is_ok(), "64 chars, not bytes");

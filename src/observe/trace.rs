@@ -125,8 +125,10 @@ impl TraceParent {
     }
 }
 
-impl fmt::Display for TraceParent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl TraceParent {
+    /// The `traceparent` header value (version 00), in one allocation and no `fmt` pass: every
+    /// sent message carries one.
+    pub fn to_header(&self) -> String {
         let mut out = String::with_capacity(TRACEPARENT_V00_LEN);
         out.push_str("00-");
         push_hex(&mut out, &self.trace_id);
@@ -134,7 +136,13 @@ impl fmt::Display for TraceParent {
         push_hex(&mut out, &self.parent_id);
         out.push('-');
         push_hex(&mut out, &[self.flags]);
-        f.write_str(&out)
+        out
+    }
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_header())
     }
 }
 
