@@ -35,12 +35,22 @@ pub trait TimerOwner {
 }
 
 /// The value each wheel entry carries.
+#[derive(Default)]
 pub(crate) struct TimerEntry {
     /// The task awaiting this timer (`TimerHandle::fired`).
     pub(crate) waker: Option<Waker>,
     /// Told when the timer fires (a scope cancels itself on its deadlines).
     pub(crate) owner: Option<Weak<dyn TimerOwner>>,
 }
+
+/// Bytes of one wheel slab slot with its [`TimerEntry`]: every socket keeps several entries for
+/// its whole life, so this is part of the memory per idle socket (88 B before the name became a
+/// 1-byte id and the slot's tag, generation and list index were packed together).
+pub const TIMER_SLOT_BYTES: usize = super::core::slot_bytes::<TimerEntry>();
+const _: () = assert!(
+    TIMER_SLOT_BYTES <= 64,
+    "a wheel slot grew past 64 bytes: every idle socket pays for it several times"
+);
 
 struct State {
     wheel: Wheel<TimerEntry>,
@@ -218,6 +228,11 @@ impl Timers {
 
     pub(crate) fn reset(&self, key: Key, deadline: u64) {
         self.with_wheel(|w| w.reset(key, deadline));
+        self.kick_if_earlier(deadline);
+    }
+
+    pub(crate) fn reset_named(&self, key: Key, deadline: u64, name: &'static str) {
+        self.with_wheel(|w| w.reset_named(key, deadline, name));
         self.kick_if_earlier(deadline);
     }
 

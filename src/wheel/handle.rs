@@ -29,6 +29,11 @@ impl TimerHandle {
         self.timers.reset(self.key, deadline);
     }
 
+    /// Re-arms for tick `deadline` under the name `name` (see [`super::Wheel::reset_named`]).
+    pub fn reset_named(&self, deadline: u64, name: &'static str) {
+        self.timers.reset_named(self.key, deadline, name);
+    }
+
     /// Re-arms for `ms` after now.
     pub fn reset_after(&self, ms: u64) {
         self.reset(self.timers.now().saturating_add(ms));
