@@ -14,6 +14,7 @@
 //! the server scope's ten thousand connections. Dropping the owning [`Scope`] handle cancels the
 //! node with `Finished` and drops the tasks it still owns (which cancels them at once).
 
+use super::deadlines::{DeadlineSet, ScopeDeadlines};
 use super::reason::CancelReason;
 use super::registry::Registry;
 use super::slab::{LazySlab, Slab};
@@ -120,6 +121,8 @@ pub(crate) struct Node {
     pub(crate) self_weak: RefCell<Weak<Node>>,
     /// Run once with the reason when this node is cancelled ([`Scope::on_cancel`]).
     pub(crate) on_cancel: Cell<Option<CancelHook>>,
+    /// The deadlines sharing one wheel entry ([`Scope::deadlines`]); `None` for most scopes.
+    pub(crate) deadline_set: RefCell<Option<Box<DeadlineSet>>>,
 }
 
 /// What [`Scope::on_cancel`] runs.
@@ -285,6 +288,7 @@ impl Scope {
             trace_id: Cell::new(None),
             self_weak: RefCell::new(Weak::new()),
             on_cancel: Cell::new(None),
+            deadline_set: RefCell::new(None),
         });
         *node.self_weak.borrow_mut() = Rc::downgrade(&node);
         node.registry_slot
@@ -424,6 +428,12 @@ impl Scope {
     /// A timer that only wakes its awaiter at tick `at`.
     pub fn alarm(&self, name: &'static str, at: u64) -> ScopeTimer {
         ScopeTimer::new(&self.node, name, at, TimerKind::Alarm)
+    }
+
+    /// Deadlines named `names` (at most [`super::deadlines::MAX_SET_DEADLINES`]), none set yet, sharing one wheel
+    /// entry armed for the earliest (see [`super::deadlines`]). One set per scope.
+    pub fn deadlines(&self, names: &'static [&'static str]) -> ScopeDeadlines {
+        ScopeDeadlines::new(&self.node, names)
     }
 
     /// The earliest armed deadline of this scope and its ancestors: `(tick, name, scope id)`.

@@ -2,10 +2,11 @@
 //!
 //! # Invariants
 //! 1. The task owns the socket; it is the only writer. Other parts reach it through its outbox.
-//! 2. Each deadline of SPEC §5 is a named timer of the session scope: `auth` (first-frame auth
+//! 2. Each deadline of SPEC §5 is a named deadline of the session scope: `auth` (first-frame auth
 //!    only), `heartbeat` (read deadline, re-armed by every frame), `idle` (re-armed by join, send,
-//!    leave), `token` (re-armed by renew), `session_limit`, `write_stall` (armed during each
-//!    write). Alarms `ping` and `token_expiring` only wake the loop.
+//!    leave), `token` (re-armed by renew), `session_limit` share one wheel entry armed for the
+//!    earliest ([`crate::scope::deadlines`]); `write_stall` (armed during each write) has its
+//!    own. Alarms `ping` and `token_expiring` only wake the loop.
 //! 3. When the scope is cancelled, the socket is closed with the code for the reason
 //!    ([`super::close::for_reason`]), and that code is logged and counted.
 //! 4. A panic while handling a frame closes only this socket, with 1011.
@@ -36,7 +37,7 @@ use crate::consult::outbox::{outbox, Outbox, OutboxRx};
 use crate::consult::{Caller, ConsultError, Outgoing, SendTicket, REPLAY_PAGE};
 use crate::http::Upgraded;
 use crate::observe::TraceParent;
-use crate::scope::{CancelReason, Scope, ScopeTimer};
+use crate::scope::{CancelReason, Scope, ScopeDeadlines, ScopeTimer};
 use async_io::Async;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -73,6 +74,16 @@ const INCOMING_BATCH: usize = MAX_IN_FLIGHT;
 /// Rate-limited sends beyond this many per bad-frame window count as abuse (close 1008).
 const RATE_LIMITED_ABUSE_FACTOR: u32 = 5;
 
+/// The session's deadlines (invariant 2), by index into [`DEADLINE_NAMES`]; listed in the
+/// order that wins a tie.
+const AUTH: usize = 0;
+const HEARTBEAT: usize = 1;
+const IDLE: usize = 2;
+const TOKEN: usize = 3;
+const SESSION_LIMIT: usize = 4;
+/// The names the deadlines fire, log and count under (close codes: [`super::close`]).
+const DEADLINE_NAMES: &[&str] = &["auth", "heartbeat", "idle", "token", "session_limit"];
+
 /// What the session does with frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -108,13 +119,12 @@ struct Session {
     outbox_rx: OutboxRx,
     /// The consultations this socket is subscribed to (live), left when it ends.
     joined: Joined,
-    heartbeat: ScopeTimer,
+    /// `auth`, `heartbeat`, `idle`, `token`, `session_limit` (by the consts above), on one
+    /// wheel entry (invariant 2).
+    deadlines: ScopeDeadlines,
     ping: ScopeTimer,
     write_stall: ScopeTimer,
-    _session_limit: ScopeTimer,
-    auth_deadline: Option<ScopeTimer>,
-    idle: Option<ScopeTimer>,
-    token: Option<ScopeTimer>,
+    /// `Some` once authenticated.
     expiring: Option<ScopeTimer>,
     bucket: SendBucket,
     bad_frames: BadFrames,
@@ -204,16 +214,16 @@ async fn open(start: Box<Start>) -> (Session, Option<Claims>, Box<dyn Any>) {
         settings.outbound_queue_bytes,
         ctx.metrics.clone(),
     );
-    let auth_deadline = (claims.is_none() && mode == Mode::Chat)
-        .then(|| scope.deadline("auth", now + settings.auth_timeout_ms));
+    let deadlines = scope.deadlines(DEADLINE_NAMES);
+    if claims.is_none() && mode == Mode::Chat {
+        deadlines.set(AUTH, now + settings.auth_timeout_ms);
+    }
+    deadlines.set(HEARTBEAT, now + settings.read_timeout_ms);
+    deadlines.set(SESSION_LIMIT, now + settings.session_limit_ms);
     let session = Session {
-        heartbeat: scope.deadline("heartbeat", now + settings.read_timeout_ms),
+        deadlines,
         ping: scope.alarm("ping", now + settings.heartbeat_ms),
         write_stall: scope.deadline("write_stall", u64::MAX),
-        _session_limit: scope.deadline("session_limit", now + settings.session_limit_ms),
-        auth_deadline,
-        idle: None,
-        token: None,
         expiring: None,
         bucket: SendBucket::new(settings.send_rate_per_s, settings.send_burst, now),
         bad_frames: BadFrames::new(settings.bad_frames_max, settings.bad_frames_window_ms, now),
@@ -412,7 +422,8 @@ impl Session {
             Err(_) => return Err(End::Gone),
         };
         // Any frame from the client proves it is there (invariant 2).
-        self.heartbeat.reset_after(self.settings.read_timeout_ms);
+        self.deadlines
+            .set_after(HEARTBEAT, self.settings.read_timeout_ms);
         match message {
             Message::Text(text) => {
                 if self.mode == Mode::Echo {
@@ -533,7 +544,7 @@ impl Session {
             .verify(token, TokenType::Access, now, &self.ctx.revocations)
         {
             Ok(claims) => {
-                self.auth_deadline = None;
+                self.deadlines.clear(AUTH);
                 self.authenticated(claims).await
             }
             Err(error) => {
@@ -568,12 +579,10 @@ impl Session {
                 .register(&claims.sid, self.id, self.scope.downgrade()),
         );
         let now = self.scope.now();
-        self.idle = Some(
-            self.scope
-                .deadline("idle", now + self.settings.idle_timeout_ms),
-        );
+        self.deadlines
+            .set(IDLE, now + self.settings.idle_timeout_ms);
         let (token_at, expiring_at) = self.token_ticks(claims.exp);
-        self.token = Some(self.scope.deadline("token", token_at));
+        self.deadlines.set(TOKEN, token_at);
         self.expiring = Some(self.scope.alarm("token_expiring", expiring_at));
         self.ctx.metrics.session_started();
         // The token's own id matters to refresh rotation only; the session does not keep it.
@@ -661,9 +670,7 @@ impl Session {
                 .await;
         }
         let (token_at, expiring_at) = self.token_ticks(fresh.exp);
-        if let Some(t) = &self.token {
-            t.reset(token_at);
-        }
+        self.deadlines.set(TOKEN, token_at);
         if let Some(t) = &self.expiring {
             t.reset(expiring_at);
         }
@@ -683,8 +690,10 @@ impl Session {
     // ---------------------------------------------------------------- commands
 
     fn touch_idle(&self) {
-        if let Some(idle) = &self.idle {
-            idle.reset_after(self.settings.idle_timeout_ms);
+        // Armed at authentication; every command that touches it comes after.
+        if self.deadlines.at(IDLE).is_some() {
+            self.deadlines
+                .set_after(IDLE, self.settings.idle_timeout_ms);
         }
     }
 
