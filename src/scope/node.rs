@@ -99,7 +99,8 @@ impl Runtime {
 pub(crate) struct Node {
     pub(crate) id: u64,
     pub(crate) kind: ScopeKind,
-    pub(crate) label: RefCell<String>,
+    /// Boxed, not a `String`: the capacity word is 8 B of every scope.
+    pub(crate) label: RefCell<Box<str>>,
     /// Tick the scope was created at.
     pub(crate) created_at: u64,
     pub(crate) rt: Rc<Runtime>,
@@ -113,24 +114,35 @@ pub(crate) struct Node {
     /// Tasks this scope owns; dropped (cancelled at once) when the owning handle drops.
     pub(crate) tasks: RefCell<LazySlab<smol::Task<()>>>,
     pub(crate) timers: RefCell<Vec<TimerRec>>,
-    /// This node's slot in the registry.
-    pub(crate) registry_slot: Cell<usize>,
+    /// This node's slot in the registry; a `u32` packs with the small fields (8 B of every
+    /// scope). `u32::MAX` if the registry ever held more slots (4 billion scopes: not in memory).
+    pub(crate) registry_slot: u32,
     /// A W3C trace id for logs, set by the session or request that runs here; kept as its 16
     /// bytes (a hex `String` cost every session another allocation).
     pub(crate) trace_id: Cell<Option<[u8; 16]>>,
-    pub(crate) self_weak: RefCell<Weak<Node>>,
+    /// This node, for timer owners and cancellation; set once at creation (`Rc::new_cyclic`).
+    pub(crate) self_weak: Weak<Node>,
     /// Run once with the reason when this node is cancelled ([`Scope::on_cancel`]).
     pub(crate) on_cancel: Cell<Option<CancelHook>>,
     /// The deadlines sharing one wheel entry ([`Scope::deadlines`]); `None` for most scopes.
     pub(crate) deadline_set: RefCell<Option<Box<DeadlineSet>>>,
 }
 
+/// Every scope costs a `Node` (in an `Rc`: +16 B): a session and half a consultation per socket.
+/// 280 B keeps the allocation in glibc's 304-byte size class (it was 304 B, in the 320 class).
+const _: () = assert!(
+    std::mem::size_of::<Node>() <= 280,
+    "the scope node grew: every socket pays for it"
+);
+
 /// What [`Scope::on_cancel`] runs.
 pub(crate) type CancelHook = Box<dyn FnOnce(&CancelReason)>;
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.rt.registry.remove(self.registry_slot.get());
+        if self.registry_slot != u32::MAX {
+            self.rt.registry.remove(self.registry_slot as usize);
+        }
         if let Some((parent, slot)) = self.parent.borrow_mut().take() {
             parent.children.borrow_mut().remove(slot);
         }
@@ -203,7 +215,7 @@ impl Node {
 
     /// Cancels this node and everything below it (invariants 2-4).
     pub(crate) fn cancel(&self, reason: CancelReason) {
-        let Some(me) = self.self_weak.borrow().upgrade() else {
+        let Some(me) = self.self_weak.upgrade() else {
             return;
         };
         let mut work: Vec<(Rc<Node>, CancelReason)> = vec![(me, reason)];
@@ -240,7 +252,7 @@ impl Node {
 
     /// Adds a timer owned by this node.
     pub(crate) fn arm(&self, name: &'static str, at: u64, kind: TimerKind) -> TimerHandle {
-        let owner: Weak<dyn TimerOwner> = self.self_weak.borrow().clone();
+        let owner: Weak<dyn TimerOwner> = self.self_weak.clone();
         let handle = self.rt.timers.arm(name, at, Some(owner));
         self.timers.borrow_mut().push(TimerRec {
             key: handle.key(),
@@ -272,10 +284,10 @@ impl Scope {
     ) -> Scope {
         let id = rt.next_id.get();
         rt.next_id.set(id + 1);
-        let node = Rc::new(Node {
+        let node = Rc::new_cyclic(|weak: &Weak<Node>| Node {
             id,
             kind,
-            label: RefCell::new(label.to_owned()),
+            label: RefCell::new(label.into()),
             created_at: rt.timers.now(),
             rt: rt.clone(),
             parent: RefCell::new(None),
@@ -284,15 +296,12 @@ impl Scope {
             waiters: RefCell::new(Slab::default()),
             tasks: RefCell::new(LazySlab::default()),
             timers: RefCell::new(Vec::new()),
-            registry_slot: Cell::new(usize::MAX),
+            registry_slot: u32::try_from(rt.registry.insert(weak.clone())).unwrap_or(u32::MAX),
             trace_id: Cell::new(None),
-            self_weak: RefCell::new(Weak::new()),
+            self_weak: weak.clone(),
             on_cancel: Cell::new(None),
             deadline_set: RefCell::new(None),
         });
-        *node.self_weak.borrow_mut() = Rc::downgrade(&node);
-        node.registry_slot
-            .set(rt.registry.insert(Rc::downgrade(&node)));
         let scope = Scope { node };
         if let Some(parent) = parent {
             scope.attach(parent);
@@ -388,7 +397,7 @@ impl Scope {
     }
 
     pub fn set_label(&self, label: &str) {
-        *self.node.label.borrow_mut() = label.to_owned();
+        *self.node.label.borrow_mut() = label.into();
     }
 
     /// Sets the trace id from its 32 hex digits; anything else clears it.

@@ -107,7 +107,7 @@ fn dump_node(node: &Rc<Node>, now: u64, depth: usize) -> Value {
     json!({
         "id": node.id,
         "kind": node.kind.as_str(),
-        "label": node.label.borrow().as_str(),
+        "label": &**node.label.borrow(),
         "parent": node.parent.borrow().as_ref().map(|(p, _)| p.id),
         "age_ms": now.saturating_sub(node.created_at),
         "cancelled": node.reason.borrow().as_ref().map(|r| r.to_string()),
