@@ -13,9 +13,9 @@
 //! # Invariants
 //! 1. An armed entry is linked into exactly one list: a slot of one level, or the `due` list of
 //!    entries whose deadline has passed and which [`Wheel::poll`] hands out next.
-//! 2. An entry in a slot was filed for a deadline `filed` whose slot it is (see `level.rs`);
-//!    its requested `deadline` is never earlier than `filed` (re-arming later is lazy, re-arming
-//!    earlier moves the entry at once).
+//! 2. An entry in a slot has a requested `deadline` no earlier than the tick at which that slot
+//!    is processed (`level::slot_start`): re-arming to a deadline at or after it is lazy (only
+//!    recorded), re-arming earlier moves the entry at once.
 //! 3. Every slot whose start is at or before `elapsed` has been emptied: nothing armed is
 //!    behind the wheel's time except in `due`.
 //! 4. `armed` counts the entries linked into any list.
@@ -26,8 +26,9 @@
 //! slab has grown to the working-set size. Every socket keeps several entries for its whole
 //! life, so a slot is kept small: the name is a 1-byte index into the wheel's table of names
 //! (interned on insert; a handful of static names), the vacant/idle/armed/fired tag is one byte,
-//! and a vacant slot reuses `next` as its free-list link and holds `T::default()`. Header 32 B,
-//! so 64 B with the driver's 32-byte value (asserted in `driver.rs`; it was 88 B). Re-arming to a later deadline (every frame pushes a
+//! a vacant slot reuses `next` as its free-list link and holds `T::default()`, and the slot an
+//! entry is filed in is known from its list, not stored. Header 24 B, so 56 B with the driver's
+//! 32-byte value (asserted in `driver.rs`; it was 88 B). Re-arming to a later deadline (every frame pushes a
 //! heartbeat deadline out) only records the new deadline: the entry is re-filed when its old
 //! slot comes due, as tokio's wheel does. Processing a slot of a higher level re-files its
 //! entries into lower levels (cascading); level-0 slots are one tick wide, so entries reach
@@ -35,7 +36,7 @@
 
 extern crate alloc;
 
-use super::level::{level_for, slot_for, Occupancy, MAX_DURATION, NUM_LEVELS, SLOTS};
+use super::level::{level_for, slot_for, slot_start, Occupancy, MAX_DURATION, NUM_LEVELS, SLOTS};
 use alloc::vec::Vec;
 
 /// "No entry" in the intrusive lists.
@@ -89,13 +90,11 @@ enum SlotState {
     Fired,
 }
 
-/// One slab slot, vacant or holding an entry. The tag, the generation, the name and the list
-/// index share one 8-byte word after the links, so the header is 32 bytes.
+/// One slab slot, vacant or holding an entry. The tag, the name and the list index share one
+/// 4-byte word after the links and the generation, so the header is 24 bytes.
 struct Slot<T> {
-    /// The deadline the owner asked for.
+    /// The deadline the owner asked for; not earlier than its slot's start (invariant 2).
     deadline: u64,
-    /// The deadline this entry was filed under (its slot's); `<= deadline` (invariant 2).
-    filed: u64,
     prev: u32,
     /// The next entry of its list while armed; the next vacant slot while vacant.
     next: u32,
@@ -116,7 +115,7 @@ const NO_LIST: u16 = u16::MAX;
 const _: () = assert!(LISTS < NO_LIST as usize, "list indices must fit in a u16");
 /// The slot header without the value: what each entry costs besides its `T`.
 pub const SLOT_HEADER_BYTES: usize = core::mem::size_of::<Slot<()>>();
-const _: () = assert!(SLOT_HEADER_BYTES == 32, "the wheel's slot header grew past 32 bytes");
+const _: () = assert!(SLOT_HEADER_BYTES == 24, "the wheel's slot header grew past 24 bytes");
 
 /// The byte size of one slab slot holding a `T`: what each timer entry costs in the slab.
 pub const fn slot_bytes<T>() -> usize {
@@ -194,7 +193,6 @@ impl<T: Default> Wheel<T> {
             let index = self.slab.len() as u32;
             self.slab.push(Slot {
                 deadline,
-                filed: deadline,
                 prev: NIL,
                 next: NIL,
                 generation: 0,
@@ -212,7 +210,6 @@ impl<T: Default> Wheel<T> {
             }
             self.free = slot.next;
             slot.deadline = deadline;
-            slot.filed = deadline;
             slot.prev = NIL;
             slot.next = NIL;
             slot.list = NO_LIST;
@@ -233,12 +230,15 @@ impl<T: Default> Wheel<T> {
     ///
     /// A later deadline on an entry still in its slot is only recorded (O(1), no relinking).
     pub fn reset(&mut self, key: Key, deadline: u64) -> bool {
+        let elapsed = self.elapsed;
         let Some(entry) = self.entry_mut(key) else {
             return false;
         };
+        let list = entry.list as usize;
+        // Invariant 2: still in its slot and not due before the slot is processed.
         if entry.state == SlotState::Armed
-            && entry.list as usize != DUE
-            && deadline >= entry.filed
+            && list < DUE
+            && deadline >= slot_start(list / SLOTS, list % SLOTS, elapsed)
         {
             entry.deadline = deadline;
             return true;
@@ -437,19 +437,18 @@ impl<T: Default> Wheel<T> {
     /// Links entry `index` (not linked) for `deadline`.
     fn arm(&mut self, index: u32, deadline: u64) {
         let elapsed = self.elapsed;
-        let (list, filed) = if deadline <= elapsed {
-            (DUE, elapsed)
+        let list = if deadline <= elapsed {
+            DUE
         } else {
             // Farther than the wheel spans: file at the horizon, re-filed when it comes due.
             let filed = deadline.min(elapsed + (MAX_DURATION - 1));
             let level = level_for(elapsed, filed);
             let slot = slot_for(filed, level);
             self.occupied[level].set(slot);
-            (level * SLOTS + slot, filed)
+            level * SLOTS + slot
         };
         let entry = &mut self.slab[index as usize];
         entry.deadline = deadline;
-        entry.filed = filed;
         entry.state = SlotState::Armed;
         self.push_back(list, index);
         self.armed += 1;

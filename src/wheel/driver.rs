@@ -45,11 +45,12 @@ pub(crate) struct TimerEntry {
 
 /// Bytes of one wheel slab slot with its [`TimerEntry`]: every socket keeps several entries for
 /// its whole life, so this is part of the memory per idle socket (88 B before the name became a
-/// 1-byte id and the slot's tag, generation and list index were packed together).
+/// 1-byte id, the slot's tag, generation and list index were packed together and the filed
+/// tick was dropped).
 pub const TIMER_SLOT_BYTES: usize = super::core::slot_bytes::<TimerEntry>();
 const _: () = assert!(
-    TIMER_SLOT_BYTES <= 64,
-    "a wheel slot grew past 64 bytes: every idle socket pays for it several times"
+    TIMER_SLOT_BYTES <= 56,
+    "a wheel slot grew past 56 bytes: every idle socket pays for it several times"
 );
 
 struct State {

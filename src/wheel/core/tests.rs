@@ -140,6 +140,24 @@ fn reset_earlier_moves_the_entry() {
 }
 
 #[test]
+fn reset_earlier_within_its_slot_is_lazy_and_fires_on_time() {
+    let mut w = Wheel::new(0);
+    // Level 1, slot 1: processed at tick 64.
+    let k = w.insert(100, "t", 1);
+    let before = w.lists[DUE].head;
+    assert!(w.reset(k, 70));
+    assert_eq!(w.lists[DUE].head, before, "not moved to due");
+    assert_eq!(w.next_deadline(), Some(64), "still filed in the slot processed at 64");
+    assert_eq!(drain(&mut w, 69), Vec::<u32>::new());
+    assert_eq!(drain(&mut w, 70), vec![1]);
+    // At the slot's start exactly: fires when the slot is processed.
+    let k = w.insert(200, "t", 2);
+    assert!(w.reset(k, 192));
+    assert_eq!(drain(&mut w, 191), Vec::<u32>::new());
+    assert_eq!(drain(&mut w, 192), vec![2]);
+}
+
+#[test]
 fn reset_after_fire_rearms() {
     let mut w = Wheel::new(0);
     let k = w.insert(3, "t", 1);
@@ -171,9 +189,9 @@ fn slab_is_reused_after_remove() {
 }
 
 #[test]
-fn slot_is_64_bytes_with_a_32_byte_value() {
-    assert_eq!(SLOT_HEADER_BYTES, 32);
-    assert_eq!(slot_bytes::<[u64; 4]>(), 64);
+fn slot_is_56_bytes_with_a_32_byte_value() {
+    assert_eq!(SLOT_HEADER_BYTES, 24);
+    assert_eq!(slot_bytes::<[u64; 4]>(), 56);
 }
 
 #[test]
