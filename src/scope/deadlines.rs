@@ -170,8 +170,8 @@ impl ScopeDeadlines {
 
 impl Drop for ScopeDeadlines {
     fn drop(&mut self) {
+        // The handle, dropped next, frees the entry and the node forgets it.
         if let Some(node) = self.node.upgrade() {
-            node.forget_timer(self.handle.key());
             *node.deadline_set.borrow_mut() = None;
         }
     }

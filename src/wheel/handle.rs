@@ -24,7 +24,8 @@ impl TimerHandle {
         TimerHandle { key, timers }
     }
 
-    /// Re-arms for tick `deadline` (earlier or later; also after it fired).
+    /// Re-arms for tick `deadline` (earlier or later; also after it fired); ignored when the
+    /// timer's owner is gone or refuses ([`super::TimerOwner::may_rearm`]).
     pub fn reset(&self, deadline: u64) {
         self.timers.reset(self.key, deadline);
     }
@@ -73,7 +74,7 @@ impl TimerHandle {
 
 impl Drop for TimerHandle {
     fn drop(&mut self) {
-        self.timers.with_wheel(|w| w.remove(self.key));
+        self.timers.remove(self.key);
     }
 }
 
