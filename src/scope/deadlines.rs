@@ -57,13 +57,13 @@ impl DeadlineSet {
 
     /// The earliest deadline set (invariant 1: ties go to the one listed first).
     fn earliest(&self) -> Option<(u64, &'static str)> {
-        self.set()
-            .fold(None, |best: Option<(u64, &'static str)>, (at, name)| {
-                match best {
-                    Some((b, _)) if b <= at => best,
-                    _ => Some((at, name)),
-                }
-            })
+        self.set().fold(
+            None,
+            |best: Option<(u64, &'static str)>, (at, name)| match best {
+                Some((b, _)) if b <= at => best,
+                _ => Some((at, name)),
+            },
+        )
     }
 }
 
@@ -260,7 +260,11 @@ mod tests {
         set.set(IDLE, 1_010);
         assert_eq!(set.at(IDLE), Some(1_010));
         set.set(99, 1_005);
-        assert_eq!(set.deadline(), (1_010, "idle"), "an unknown index is ignored");
+        assert_eq!(
+            set.deadline(),
+            (1_010, "idle"),
+            "an unknown index is ignored"
+        );
         advance(&rt, 10);
         assert_eq!(session.reason(), Some(CancelReason::Deadline("idle")));
     }

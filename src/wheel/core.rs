@@ -115,7 +115,10 @@ const NO_LIST: u16 = u16::MAX;
 const _: () = assert!(LISTS < NO_LIST as usize, "list indices must fit in a u16");
 /// The slot header without the value: what each entry costs besides its `T`.
 pub const SLOT_HEADER_BYTES: usize = core::mem::size_of::<Slot<()>>();
-const _: () = assert!(SLOT_HEADER_BYTES == 24, "the wheel's slot header grew past 24 bytes");
+const _: () = assert!(
+    SLOT_HEADER_BYTES == 24,
+    "the wheel's slot header grew past 24 bytes"
+);
 
 /// The byte size of one slab slot holding a `T`: what each timer entry costs in the slab.
 pub const fn slot_bytes<T>() -> usize {
@@ -389,7 +392,10 @@ impl<T: Default> Wheel<T> {
     }
 
     fn name_of(&self, id: u8) -> &'static str {
-        self.names.get(id as usize).copied().unwrap_or(OVERFLOW_NAME)
+        self.names
+            .get(id as usize)
+            .copied()
+            .unwrap_or(OVERFLOW_NAME)
     }
 
     /// The earliest occupied slot: lowest level first (a level only holds deadlines inside the

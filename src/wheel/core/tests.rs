@@ -147,7 +147,11 @@ fn reset_earlier_within_its_slot_is_lazy_and_fires_on_time() {
     let before = w.lists[DUE].head;
     assert!(w.reset(k, 70));
     assert_eq!(w.lists[DUE].head, before, "not moved to due");
-    assert_eq!(w.next_deadline(), Some(64), "still filed in the slot processed at 64");
+    assert_eq!(
+        w.next_deadline(),
+        Some(64),
+        "still filed in the slot processed at 64"
+    );
     assert_eq!(drain(&mut w, 69), Vec::<u32>::new());
     assert_eq!(drain(&mut w, 70), vec![1]);
     // At the slot's start exactly: fires when the slot is processed.
@@ -200,7 +204,11 @@ fn names_survive_slot_reuse_and_equal_strings_share_an_id() {
     let a = w.insert(5, "heartbeat", 1);
     w.remove(a);
     let b = w.insert(6, "idle", 2);
-    assert_eq!(w.deadline(b), Some((6, "idle")), "the reused slot takes the new name");
+    assert_eq!(
+        w.deadline(b),
+        Some((6, "idle")),
+        "the reused slot takes the new name"
+    );
     // The same text from another allocation is the same name.
     let owned: &'static str = Box::leak(String::from("heartbeat").into_boxed_str());
     let c = w.insert(7, owned, 3);
@@ -216,7 +224,11 @@ fn reset_named_renames_and_rearms() {
     assert_eq!(w.deadline(k), Some((40, "idle")));
     assert_eq!(drain(&mut w, 39), Vec::<u32>::new());
     assert_eq!(drain(&mut w, 40), vec![1]);
-    assert_eq!(w.deadline(k), Some((40, "idle")), "fired under its last name");
+    assert_eq!(
+        w.deadline(k),
+        Some((40, "idle")),
+        "fired under its last name"
+    );
     w.remove(k);
     assert!(!w.reset_named(k, 50, "token"), "stale key refused");
 }
