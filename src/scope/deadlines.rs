@@ -83,15 +83,12 @@ impl ScopeDeadlines {
         let first = names.first().copied().unwrap_or("deadline");
         let handle = node.arm(first, UNSET, TimerKind::Deadline);
         handle.cancel();
-        debug_assert!(
-            node.deadline_set.borrow().is_none(),
-            "one deadline set per scope"
-        );
-        *node.deadline_set.borrow_mut() = Some(Box::new(DeadlineSet {
+        let previous = node.deadline_set.replace(Some(Box::new(DeadlineSet {
             key: handle.key(),
             names,
             at: [UNSET; MAX_SET_DEADLINES],
-        }));
+        })));
+        debug_assert!(previous.is_none(), "one deadline set per scope");
         ScopeDeadlines {
             handle,
             node: Rc::downgrade(node),
@@ -118,9 +115,8 @@ impl ScopeDeadlines {
     /// The tick deadline `index` is set for, `None` when it is not set.
     pub fn at(&self, index: usize) -> Option<u64> {
         let node = self.node.upgrade()?;
-        let set = node.deadline_set.borrow();
-        set.as_ref()
-            .and_then(|s| s.at.get(index).copied())
+        node.with_deadline_set(|s| s.at.get(index).copied())
+            .flatten()
             .filter(|at| *at != UNSET)
     }
 
@@ -146,19 +142,18 @@ impl ScopeDeadlines {
         if node.is_cancelled() {
             return;
         }
-        let earliest = {
-            let mut set = node.deadline_set.borrow_mut();
-            let Some(set) = set.as_mut() else {
-                return;
-            };
+        let earliest = node.with_deadline_set(|set| {
             if index >= set.names.len() {
-                return;
+                return Err(());
             }
             match set.at.get_mut(index) {
                 Some(slot) => *slot = at,
-                None => return,
+                None => return Err(()),
             }
-            set.earliest()
+            Ok(set.earliest())
+        });
+        let Some(Ok(earliest)) = earliest else {
+            return;
         };
         // The wheel is borrowed after the node's set is released.
         match earliest {
@@ -172,7 +167,7 @@ impl Drop for ScopeDeadlines {
     fn drop(&mut self) {
         // The handle, dropped next, frees the entry and the node forgets it.
         if let Some(node) = self.node.upgrade() {
-            *node.deadline_set.borrow_mut() = None;
+            node.deadline_set.set(None);
         }
     }
 }
@@ -305,7 +300,7 @@ mod tests {
         );
         drop(set);
         assert_eq!(rt.timers.entries(), 1, "only the ping alarm is left");
-        assert!(session.node.deadline_set.borrow().is_none());
+        assert!(session.node.with_deadline_set(|_| ()).is_none());
         drop(server);
     }
 }

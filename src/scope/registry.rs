@@ -62,7 +62,7 @@ pub fn dump(rt: &super::Runtime) -> Value {
 }
 
 fn dump_node(node: &Rc<Node>, now: u64, depth: usize) -> Value {
-    let set = node.deadline_set.borrow();
+    let set = node.with_deadline_set(|s| (s.key, s.set().collect::<Vec<_>>()));
     let mut timers: Vec<Value> = Vec::new();
     for t in node.timers.borrow().iter() {
         let armed = node
@@ -75,8 +75,8 @@ fn dump_node(node: &Rc<Node>, now: u64, depth: usize) -> Value {
         };
         // A deadline set's entry: each deadline set is listed on its own (`deadlines.rs`,
         // invariant 2), due while the entry is armed (the scope is not cancelled).
-        if let Some(set) = set.as_ref().filter(|s| s.key == t.key) {
-            for (at, name) in set.set() {
+        if let Some((_, deadlines)) = set.as_ref().filter(|(key, _)| *key == t.key) {
+            for &(at, name) in deadlines {
                 let due = armed.then(|| at.saturating_sub(now));
                 timers.push(json!({ "name": name, "kind": kind, "due_in_ms": due }));
             }
@@ -89,7 +89,6 @@ fn dump_node(node: &Rc<Node>, now: u64, depth: usize) -> Value {
         let name = deadline.map_or("?", |(_, name)| name);
         timers.push(json!({ "name": name, "kind": kind, "due_in_ms": due }));
     }
-    drop(set);
     let children: Vec<Rc<Node>> = node
         .children
         .borrow()
@@ -107,7 +106,7 @@ fn dump_node(node: &Rc<Node>, now: u64, depth: usize) -> Value {
     json!({
         "id": node.id,
         "kind": node.kind.as_str(),
-        "label": &**node.label.borrow(),
+        "label": node.label(),
         "parent": node.parent.borrow().as_ref().map(|(p, _)| p.id),
         "age_ms": now.saturating_sub(node.created_at),
         "cancelled": node.reason.borrow().as_ref().map(|r| r.to_string()),
