@@ -30,6 +30,13 @@ pub struct LiveGuard {
     session_id: u64,
 }
 
+impl LiveGuard {
+    /// The login-session id this guard registered (the map's key; no copy is kept).
+    pub fn sid(&self) -> &str {
+        &self.sid
+    }
+}
+
 impl Drop for LiveGuard {
     fn drop(&mut self) {
         let mut by_sid = self.live.by_sid.borrow_mut();

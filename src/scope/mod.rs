@@ -6,6 +6,7 @@
 //! ([`Scope::reparent`]) — the fix for the incident where sockets died with the upgrade request.
 //!
 //! - [`node`]: the tree, cancellation with reasons, timers, effective deadlines.
+//! - [`deadlines`]: several deadlines of one scope on one wheel entry.
 //! - [`task`]: tasks owned by scopes, panics caught at the scope.
 //! - [`registry`]: live scopes and the `/debug/scopes` dump.
 //! - [`runtime`]: the executor loop with one cached `now` per turn.
@@ -13,6 +14,7 @@
 //! # Invariants
 //! See [`node`] (tree and cancellation) and [`task`] (ownership of tasks).
 
+pub mod deadlines;
 pub mod node;
 pub mod reason;
 pub mod registry;
@@ -21,6 +23,7 @@ pub mod signal;
 mod slab;
 pub mod task;
 
+pub use deadlines::ScopeDeadlines;
 pub use node::{Runtime, Scope, ScopeKind, ScopeRef, ScopeTimer, TimerKind};
 pub use reason::CancelReason;
 pub use registry::dump;

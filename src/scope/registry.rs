@@ -62,26 +62,33 @@ pub fn dump(rt: &super::Runtime) -> Value {
 }
 
 fn dump_node(node: &Rc<Node>, now: u64, depth: usize) -> Value {
-    let timers: Vec<Value> = node
-        .timers
-        .borrow()
-        .iter()
-        .map(|t| {
-            let (due, name) = node.rt.timers.with_wheel(|w| {
-                let armed = w.state(t.key) == Some(crate::wheel::TimerState::Armed);
-                let deadline = w.deadline(t.key);
-                let due = deadline
-                    .filter(|_| armed)
-                    .map(|(at, _)| at.saturating_sub(now));
-                (due, deadline.map_or("?", |(_, name)| name))
-            });
-            json!({
-                "name": name,
-                "kind": match t.kind { TimerKind::Deadline => "deadline", TimerKind::Alarm => "alarm" },
-                "due_in_ms": due,
-            })
-        })
-        .collect();
+    let set = node.with_deadline_set(|s| (s.key, s.set().collect::<Vec<_>>()));
+    let mut timers: Vec<Value> = Vec::new();
+    for t in node.timers.borrow().iter() {
+        let armed = node
+            .rt
+            .timers
+            .with_wheel(|w| w.state(t.key) == Some(crate::wheel::TimerState::Armed));
+        let kind = match t.kind {
+            TimerKind::Deadline => "deadline",
+            TimerKind::Alarm => "alarm",
+        };
+        // A deadline set's entry: each deadline set is listed on its own (`deadlines.rs`,
+        // invariant 2), due while the entry is armed (the scope is not cancelled).
+        if let Some((_, deadlines)) = set.as_ref().filter(|(key, _)| *key == t.key) {
+            for &(at, name) in deadlines {
+                let due = armed.then(|| at.saturating_sub(now));
+                timers.push(json!({ "name": name, "kind": kind, "due_in_ms": due }));
+            }
+            continue;
+        }
+        let deadline = node.rt.timers.with_wheel(|w| w.deadline(t.key));
+        let due = deadline
+            .filter(|_| armed)
+            .map(|(at, _)| at.saturating_sub(now));
+        let name = deadline.map_or("?", |(_, name)| name);
+        timers.push(json!({ "name": name, "kind": kind, "due_in_ms": due }));
+    }
     let children: Vec<Rc<Node>> = node
         .children
         .borrow()
@@ -99,7 +106,7 @@ fn dump_node(node: &Rc<Node>, now: u64, depth: usize) -> Value {
     json!({
         "id": node.id,
         "kind": node.kind.as_str(),
-        "label": node.label.borrow().as_str(),
+        "label": node.label(),
         "parent": node.parent.borrow().as_ref().map(|(p, _)| p.id),
         "age_ms": now.saturating_sub(node.created_at),
         "cancelled": node.reason.borrow().as_ref().map(|r| r.to_string()),

@@ -28,19 +28,40 @@ use std::task::{Context, Poll, Waker};
 /// cannot hold the executor.
 pub const FIRE_BUDGET: usize = 1024;
 
-/// What a timer does when it fires, besides waking whoever awaits it.
+/// What a timer does when it fires, besides waking whoever awaits it; and what its owner says
+/// about re-arming and freeing it (a scope keeps a record of its timers).
 pub trait TimerOwner {
     /// Called by the driver, with no wheel borrow held, when a timer of this owner fires.
     fn timer_fired(&self, key: Key, name: &'static str);
+
+    /// Whether this owner's timers may be re-armed now (a cancelled scope's stay dead).
+    fn may_rearm(&self) -> bool {
+        true
+    }
+
+    /// Called, with no wheel borrow held, once a timer of this owner was freed (its handle
+    /// dropped).
+    fn timer_dropped(&self, _key: Key) {}
 }
 
 /// The value each wheel entry carries.
+#[derive(Default)]
 pub(crate) struct TimerEntry {
     /// The task awaiting this timer (`TimerHandle::fired`).
     pub(crate) waker: Option<Waker>,
     /// Told when the timer fires (a scope cancels itself on its deadlines).
     pub(crate) owner: Option<Weak<dyn TimerOwner>>,
 }
+
+/// Bytes of one wheel slab slot with its [`TimerEntry`]: every socket keeps several entries for
+/// its whole life, so this is part of the memory per idle socket (88 B before the name became a
+/// 1-byte id, the slot's tag, generation and list index were packed together and the filed
+/// tick was dropped).
+pub const TIMER_SLOT_BYTES: usize = super::core::slot_bytes::<TimerEntry>();
+const _: () = assert!(
+    TIMER_SLOT_BYTES <= 56,
+    "a wheel slot grew past 56 bytes: every idle socket pays for it several times"
+);
 
 struct State {
     wheel: Wheel<TimerEntry>,
@@ -217,8 +238,36 @@ impl Timers {
     }
 
     pub(crate) fn reset(&self, key: Key, deadline: u64) {
-        self.with_wheel(|w| w.reset(key, deadline));
-        self.kick_if_earlier(deadline);
+        if self.owner_allows_rearm(key) {
+            self.with_wheel(|w| w.reset(key, deadline));
+            self.kick_if_earlier(deadline);
+        }
+    }
+
+    pub(crate) fn reset_named(&self, key: Key, deadline: u64, name: &'static str) {
+        if self.owner_allows_rearm(key) {
+            self.with_wheel(|w| w.reset_named(key, deadline, name));
+            self.kick_if_earlier(deadline);
+        }
+    }
+
+    /// False when `key` has an owner that is gone or refuses (`TimerOwner::may_rearm`); asked
+    /// with no wheel borrow held (invariant 2).
+    fn owner_allows_rearm(&self, key: Key) -> bool {
+        let owner = self.with_wheel(|w| w.get(key).map(|e| e.owner.clone()));
+        match owner {
+            Some(Some(owner)) => owner.upgrade().is_some_and(|o| o.may_rearm()),
+            Some(None) => true,
+            None => false,
+        }
+    }
+
+    /// Frees `key`'s entry and tells its owner (after the borrow: invariant 2).
+    pub(crate) fn remove(&self, key: Key) {
+        let entry = self.with_wheel(|w| w.remove(key));
+        if let Some(owner) = entry.and_then(|e| e.owner).and_then(|o| o.upgrade()) {
+            owner.timer_dropped(key);
+        }
     }
 
     pub(crate) fn state(&self, key: Key) -> Option<TimerState> {

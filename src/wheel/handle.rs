@@ -24,9 +24,15 @@ impl TimerHandle {
         TimerHandle { key, timers }
     }
 
-    /// Re-arms for tick `deadline` (earlier or later; also after it fired).
+    /// Re-arms for tick `deadline` (earlier or later; also after it fired); ignored when the
+    /// timer's owner is gone or refuses ([`super::TimerOwner::may_rearm`]).
     pub fn reset(&self, deadline: u64) {
         self.timers.reset(self.key, deadline);
+    }
+
+    /// Re-arms for tick `deadline` under the name `name` (see [`super::Wheel::reset_named`]).
+    pub fn reset_named(&self, deadline: u64, name: &'static str) {
+        self.timers.reset_named(self.key, deadline, name);
     }
 
     /// Re-arms for `ms` after now.
@@ -68,7 +74,7 @@ impl TimerHandle {
 
 impl Drop for TimerHandle {
     fn drop(&mut self) {
-        self.timers.with_wheel(|w| w.remove(self.key));
+        self.timers.remove(self.key);
     }
 }
 

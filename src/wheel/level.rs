@@ -92,13 +92,21 @@ impl Occupancy {
         let first = (slot_for(now, level) + 1) % SLOTS;
         let rotated = self.0.rotate_right(first as u32);
         let slot = (rotated.trailing_zeros() as usize + first) % SLOTS;
-        let level_start = now & !(level_range(level) - 1);
-        let mut start = level_start + slot as u64 * slot_range(level);
-        if start <= now {
-            // Behind `now` in this turn of the level: it belongs to the next turn.
-            start += level_range(level);
-        }
-        Some((slot, start))
+        Some((slot, slot_start(level, slot, now)))
+    }
+}
+
+/// The tick at which slot `slot` of `level` is next processed when the wheel's time is `now`:
+/// its start in the current turn of the level, or in the next turn if that is not after `now`
+/// (invariant 2: only the top level's slots can be in the next turn).
+pub fn slot_start(level: usize, slot: usize, now: u64) -> u64 {
+    let level_start = now & !(level_range(level) - 1);
+    let start = level_start + slot as u64 * slot_range(level);
+    if start <= now {
+        // Behind `now` in this turn of the level: it belongs to the next turn.
+        start + level_range(level)
+    } else {
+        start
     }
 }
 

@@ -17,6 +17,6 @@ pub mod handle;
 pub mod level;
 
 pub use self::clock::Clock;
-pub use self::core::{Key, TimerState, Wheel};
-pub use self::driver::{TimerOwner, Timers, FIRE_BUDGET};
+pub use self::core::{Key, TimerState, Wheel, MAX_NAMES, OVERFLOW_NAME};
+pub use self::driver::{TimerOwner, Timers, FIRE_BUDGET, TIMER_SLOT_BYTES};
 pub use self::handle::TimerHandle;

@@ -2,10 +2,11 @@
 //!
 //! # Invariants
 //! 1. The task owns the socket; it is the only writer. Other parts reach it through its outbox.
-//! 2. Each deadline of SPEC §5 is a named timer of the session scope: `auth` (first-frame auth
+//! 2. Each deadline of SPEC §5 is a named deadline of the session scope: `auth` (first-frame auth
 //!    only), `heartbeat` (read deadline, re-armed by every frame), `idle` (re-armed by join, send,
-//!    leave), `token` (re-armed by renew), `session_limit`, `write_stall` (armed while a write
-//!    or flush waits for the socket). Alarms `ping` and `token_expiring` only wake the loop.
+//!    leave), `token` (re-armed by renew), `session_limit` share one wheel entry armed for the
+//!    earliest ([`crate::scope::deadlines`]); `write_stall` (armed while a write or flush waits
+//!    for the socket) has its own. Alarms `ping` and `token_expiring` only wake the loop.
 //! 3. When the scope is cancelled, the socket is closed with the code for the reason
 //!    ([`super::close::for_reason`]), and that code is logged and counted.
 //! 4. A panic while handling a frame closes only this socket, with 1011.
@@ -37,7 +38,7 @@ use crate::consult::outbox::{outbox, Outbox, OutboxRx};
 use crate::consult::{Caller, ConsultError, Outgoing, SendTicket, REPLAY_PAGE};
 use crate::http::Upgraded;
 use crate::observe::TraceParent;
-use crate::scope::{CancelReason, Scope, ScopeTimer};
+use crate::scope::{CancelReason, Scope, ScopeDeadlines, ScopeTimer};
 use async_io::Async;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -88,6 +89,16 @@ const INCOMING_BATCH: usize = MAX_IN_FLIGHT;
 /// Rate-limited sends beyond this many per bad-frame window count as abuse (close 1008).
 const RATE_LIMITED_ABUSE_FACTOR: u32 = 5;
 
+/// The session's deadlines (invariant 2), by index into [`DEADLINE_NAMES`]; listed in the
+/// order that wins a tie.
+const AUTH: usize = 0;
+const HEARTBEAT: usize = 1;
+const IDLE: usize = 2;
+const TOKEN: usize = 3;
+const SESSION_LIMIT: usize = 4;
+/// The names the deadlines fire, log and count under (close codes: [`super::close`]).
+const DEADLINE_NAMES: &[&str] = &["auth", "heartbeat", "idle", "token", "session_limit"];
+
 /// What the session does with frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -116,20 +127,20 @@ struct Session {
     /// The settings this session started with (shared, see [`SessionCtx::settings`]).
     settings: Rc<SessionSettings>,
     trace: TraceParent,
-    /// The verified claims, copied in (invariant of the module: nothing of the request lives on).
-    claims: Option<Claims>,
+    /// What the session keeps of the verified claims, copied in (nothing of the request lives
+    /// on); `None` until authenticated.
+    claims: Option<SessionClaims>,
     live: Option<LiveGuard>,
     outbox: Outbox,
     outbox_rx: OutboxRx,
     /// The consultations this socket is subscribed to (live), left when it ends.
     joined: Joined,
-    heartbeat: ScopeTimer,
+    /// `auth`, `heartbeat`, `idle`, `token`, `session_limit` (by the consts above), on one
+    /// wheel entry (invariant 2).
+    deadlines: ScopeDeadlines,
     ping: ScopeTimer,
     write_stall: ScopeTimer,
-    _session_limit: ScopeTimer,
-    auth_deadline: Option<ScopeTimer>,
-    idle: Option<ScopeTimer>,
-    token: Option<ScopeTimer>,
+    /// `Some` once authenticated.
     expiring: Option<ScopeTimer>,
     bucket: SendBucket,
     bad_frames: BadFrames,
@@ -138,6 +149,17 @@ struct Session {
     pipeline: Pipeline,
     /// True when frames were fed since the last flush (invariant 6).
     unflushed: bool,
+}
+
+/// The part of the verified claims a session uses after `ready`: who (`sub`, `role`) and until
+/// when (`exp`, moved by `renew`). The `sid` lives in the session's [`LiveGuard`], the `jti` and
+/// `iat` matter to token rotation only. 32 B in every socket's task where the whole `Claims`
+/// took 96 B and a heap copy of the sid.
+struct SessionClaims {
+    sub: Box<str>,
+    role: crate::auth::Role,
+    /// The access token's `exp` (unix s), as last renewed.
+    exp: u64,
 }
 
 /// The WebSocket configuration for small devices.
@@ -219,16 +241,16 @@ async fn open(start: Box<Start>) -> (Session, Option<Claims>, Box<dyn Any>) {
         settings.outbound_queue_bytes,
         ctx.metrics.clone(),
     );
-    let auth_deadline = (claims.is_none() && mode == Mode::Chat)
-        .then(|| scope.deadline("auth", now + settings.auth_timeout_ms));
+    let deadlines = scope.deadlines(DEADLINE_NAMES);
+    if claims.is_none() && mode == Mode::Chat {
+        deadlines.set(AUTH, now + settings.auth_timeout_ms);
+    }
+    deadlines.set(HEARTBEAT, now + settings.read_timeout_ms);
+    deadlines.set(SESSION_LIMIT, now + settings.session_limit_ms);
     let session = Session {
-        heartbeat: scope.deadline("heartbeat", now + settings.read_timeout_ms),
+        deadlines,
         ping: scope.alarm("ping", now + settings.heartbeat_ms),
         write_stall: scope.deadline("write_stall", u64::MAX),
-        _session_limit: scope.deadline("session_limit", now + settings.session_limit_ms),
-        auth_deadline,
-        idle: None,
-        token: None,
         expiring: None,
         bucket: SendBucket::new(settings.send_rate_per_s, settings.send_burst, now),
         bad_frames: BadFrames::new(settings.bad_frames_max, settings.bad_frames_window_ms, now),
@@ -427,7 +449,8 @@ impl Session {
             Err(_) => return Err(End::Gone),
         };
         // Any frame from the client proves it is there (invariant 2).
-        self.heartbeat.reset_after(self.settings.read_timeout_ms);
+        self.deadlines
+            .set_after(HEARTBEAT, self.settings.read_timeout_ms);
         match message {
             Message::Text(text) => {
                 if self.mode == Mode::Echo {
@@ -546,7 +569,7 @@ impl Session {
             .verify(token, TokenType::Access, now, &self.ctx.revocations)
         {
             Ok(claims) => {
-                self.auth_deadline = None;
+                self.deadlines.clear(AUTH);
                 self.authenticated(claims).await
             }
             Err(error) => {
@@ -581,19 +604,12 @@ impl Session {
                 .register(&claims.sid, self.id, self.scope.downgrade()),
         );
         let now = self.scope.now();
-        self.idle = Some(
-            self.scope
-                .deadline("idle", now + self.settings.idle_timeout_ms),
-        );
+        self.deadlines
+            .set(IDLE, now + self.settings.idle_timeout_ms);
         let (token_at, expiring_at) = self.token_ticks(claims.exp);
-        self.token = Some(self.scope.deadline("token", token_at));
+        self.deadlines.set(TOKEN, token_at);
         self.expiring = Some(self.scope.alarm("token_expiring", expiring_at));
         self.ctx.metrics.session_started();
-        // The token's own id matters to refresh rotation only; the session does not keep it.
-        let claims = Claims {
-            jti: String::new(),
-            ..claims
-        };
         let ready = ServerFrame::Ready {
             session: self.id,
             user: &claims.sub,
@@ -611,7 +627,11 @@ impl Session {
             self.scope.path(),
             self.trace.trace_id_hex()
         );
-        self.claims = Some(claims);
+        self.claims = Some(SessionClaims {
+            sub: claims.sub.into_boxed_str(),
+            role: claims.role,
+            exp: claims.exp,
+        });
         self.write_text(ready).await
     }
 
@@ -643,9 +663,9 @@ impl Session {
             .ctx
             .keys
             .verify(token, TokenType::Access, now, &self.ctx.revocations);
-        let (sub, sid, exp) = match &self.claims {
-            Some(c) => (c.sub.clone(), c.sid.clone(), c.exp),
-            None => return Ok(()),
+        let (sub, sid, exp) = match (&self.claims, &self.live) {
+            (Some(c), Some(live)) => (c.sub.clone(), live.sid().to_owned(), c.exp),
+            _ => return Ok(()),
         };
         let fresh = match verified {
             Ok(fresh) => fresh,
@@ -659,7 +679,7 @@ impl Session {
                 return self.error(code, "token refused", Some("renew")).await;
             }
         };
-        if fresh.sub != sub || fresh.sid != sid {
+        if *fresh.sub != *sub || fresh.sid != sid {
             return self
                 .error("forbidden", "token of another user or login", Some("renew"))
                 .await;
@@ -674,9 +694,7 @@ impl Session {
                 .await;
         }
         let (token_at, expiring_at) = self.token_ticks(fresh.exp);
-        if let Some(t) = &self.token {
-            t.reset(token_at);
-        }
+        self.deadlines.set(TOKEN, token_at);
         if let Some(t) = &self.expiring {
             t.reset(expiring_at);
         }
@@ -696,15 +714,17 @@ impl Session {
     // ---------------------------------------------------------------- commands
 
     fn touch_idle(&self) {
-        if let Some(idle) = &self.idle {
-            idle.reset_after(self.settings.idle_timeout_ms);
+        // Armed at authentication; every command that touches it comes after.
+        if self.deadlines.at(IDLE).is_some() {
+            self.deadlines
+                .set_after(IDLE, self.settings.idle_timeout_ms);
         }
     }
 
     fn caller(&self) -> Option<(String, String, bool)> {
         self.claims.as_ref().map(|c| {
             (
-                c.sub.clone(),
+                c.sub.to_string(),
                 c.role.as_str().to_owned(),
                 c.role == crate::auth::Role::Admin,
             )

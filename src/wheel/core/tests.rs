@@ -140,6 +140,28 @@ fn reset_earlier_moves_the_entry() {
 }
 
 #[test]
+fn reset_earlier_within_its_slot_is_lazy_and_fires_on_time() {
+    let mut w = Wheel::new(0);
+    // Level 1, slot 1: processed at tick 64.
+    let k = w.insert(100, "t", 1);
+    let before = w.lists[DUE].head;
+    assert!(w.reset(k, 70));
+    assert_eq!(w.lists[DUE].head, before, "not moved to due");
+    assert_eq!(
+        w.next_deadline(),
+        Some(64),
+        "still filed in the slot processed at 64"
+    );
+    assert_eq!(drain(&mut w, 69), Vec::<u32>::new());
+    assert_eq!(drain(&mut w, 70), vec![1]);
+    // At the slot's start exactly: fires when the slot is processed.
+    let k = w.insert(200, "t", 2);
+    assert!(w.reset(k, 192));
+    assert_eq!(drain(&mut w, 191), Vec::<u32>::new());
+    assert_eq!(drain(&mut w, 192), vec![2]);
+}
+
+#[test]
 fn reset_after_fire_rearms() {
     let mut w = Wheel::new(0);
     let k = w.insert(3, "t", 1);
@@ -168,6 +190,47 @@ fn slab_is_reused_after_remove() {
         w.remove(k);
     }
     assert!(w.slab.len() <= 1, "slab grew to {}", w.slab.len());
+}
+
+#[test]
+fn slot_is_56_bytes_with_a_32_byte_value() {
+    assert_eq!(SLOT_HEADER_BYTES, 24);
+    assert_eq!(slot_bytes::<[u64; 4]>(), 56);
+}
+
+#[test]
+fn names_survive_slot_reuse_and_equal_strings_share_an_id() {
+    let mut w = Wheel::new(0);
+    let a = w.insert(5, "heartbeat", 1);
+    w.remove(a);
+    let b = w.insert(6, "idle", 2);
+    assert_eq!(
+        w.deadline(b),
+        Some((6, "idle")),
+        "the reused slot takes the new name"
+    );
+    // The same text from another allocation is the same name.
+    let owned: &'static str = Box::leak(String::from("heartbeat").into_boxed_str());
+    let c = w.insert(7, owned, 3);
+    assert_eq!(w.deadline(c), Some((7, "heartbeat")));
+    assert_eq!(w.names.len(), 2, "names: {:?}", w.names);
+}
+
+#[test]
+fn reset_named_renames_and_rearms() {
+    let mut w = Wheel::new(0);
+    let k = w.insert(100, "heartbeat", 1);
+    assert!(w.reset_named(k, 40, "idle"));
+    assert_eq!(w.deadline(k), Some((40, "idle")));
+    assert_eq!(drain(&mut w, 39), Vec::<u32>::new());
+    assert_eq!(drain(&mut w, 40), vec![1]);
+    assert_eq!(
+        w.deadline(k),
+        Some((40, "idle")),
+        "fired under its last name"
+    );
+    w.remove(k);
+    assert!(!w.reset_named(k, 50, "token"), "stale key refused");
 }
 
 // ------------------------------------------------------------------ property test vs model
