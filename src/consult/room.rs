@@ -5,7 +5,8 @@
 //! 1. Messages are fanned out in seq order, each exactly once per live subscriber: a commit
 //!    that completes out of order waits in `pending` until the gap before it is delivered.
 //! 2. A subscriber that is still replaying history buffers live frames instead of receiving them;
-//!    `go_live` hands over only frames with a seq above what it replayed — no gap, no duplicate.
+//!    `go_live` hands over only frames with a seq above what it replayed, and later fan-outs
+//!    skip seqs it replayed (committed before their relay ran) — no gap, no duplicate.
 //! 3. `online[user]` counts that user's live subscribed sockets; `presence` is told when it goes
 //!    0 → 1 or 1 → 0.
 //!
@@ -26,7 +27,11 @@ pub const MAX_REPLAY_BUFFER: usize = 1024;
 enum SubState {
     /// Replaying history; live frames wait here with their seq.
     Replaying(Vec<(u64, Bytes)>),
-    Live,
+    /// Receiving live frames with a seq above `after`, the last one it replayed. A message can
+    /// be committed (and so readable by the replay) before its relay reaches the room: the
+    /// store answers the writer's commit on another thread. Without this bound such a message
+    /// would reach the joiner twice, once replayed and once live.
+    Live { after: u64 },
 }
 
 struct Subscriber {
@@ -96,7 +101,7 @@ impl Room {
             let mut subs = self.subscribers.borrow_mut();
             if let Some(sub) = subs.iter_mut().find(|s| s.outbox.session_id == session_id) {
                 if let SubState::Replaying(buffer) =
-                    std::mem::replace(&mut sub.state, SubState::Live)
+                    std::mem::replace(&mut sub.state, SubState::Live { after: replayed })
                 {
                     for (seq, frame) in buffer {
                         if seq > replayed && !sub.outbox.push(frame) {
@@ -136,7 +141,7 @@ impl Room {
             };
             subs.swap_remove(index)
         };
-        if matches!(removed.state, SubState::Live) {
+        if matches!(removed.state, SubState::Live { .. }) {
             let last = {
                 let mut online = self.online.borrow_mut();
                 let count = online.entry(removed.user.clone()).or_insert(1);
@@ -184,8 +189,8 @@ impl Room {
                 continue;
             }
             match &mut sub.state {
-                SubState::Live => {
-                    if sub.outbox.push(frame.clone()) {
+                SubState::Live { after } => {
+                    if seq > *after && sub.outbox.push(frame.clone()) {
                         count += 1;
                     }
                 }
@@ -205,7 +210,7 @@ impl Room {
     /// Queues `frame` to every live subscriber but `except`.
     pub fn broadcast_except(&self, except: u64, frame: &Bytes) {
         for sub in self.subscribers.borrow().iter() {
-            if sub.outbox.session_id != except && matches!(sub.state, SubState::Live) {
+            if sub.outbox.session_id != except && matches!(sub.state, SubState::Live { .. }) {
                 sub.outbox.push(frame.clone());
             }
         }
