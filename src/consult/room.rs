@@ -241,3 +241,69 @@ impl Room {
         .into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consult::outbox::{outbox, OutboxRx};
+    use crate::observe::Metrics;
+    use crate::scope::{Runtime, ScopeKind};
+    use crate::store::ConsultState;
+    use crate::wheel::{Clock, Timers};
+    use std::rc::Rc;
+
+    fn room(rt: &Rc<Runtime>) -> Room {
+        let scope = rt.root(ScopeKind::Consultation, "c1");
+        let idle = scope.deadline("consult_idle", u64::MAX);
+        let limit = scope.deadline("consult_limit", u64::MAX);
+        let record = Consultation {
+            id: "c1".to_owned(),
+            patient: "p".to_owned(),
+            doctor: "d".to_owned(),
+            state: ConsultState::Open,
+            created_at_ms: 0,
+            last_seq: 0,
+            last_message_at_ms: 0,
+            closed_reason: None,
+            closed_at_ms: None,
+        };
+        Room::new(record, scope, idle, limit)
+    }
+
+    fn frame(seq: u64) -> Bytes {
+        Bytes::from(format!("m{seq}"))
+    }
+
+    fn drain(rx: &OutboxRx) -> Vec<Bytes> {
+        std::iter::from_fn(|| rx.try_recv()).collect()
+    }
+
+    #[test]
+    fn room_replay_then_live_delivers_each_seq_once() {
+        let rt = Runtime::new(Timers::new(Clock::manual(0)));
+        let server = rt.root(ScopeKind::Server, "s");
+        let session = server.child(ScopeKind::Session, "d");
+        let (tx, rx) = outbox(7, session.downgrade(), 64, 1 << 20, Rc::new(Metrics::new()));
+        let room = room(&rt);
+        room.deliver(1, frame(1), 1);
+        room.subscribe("d", &tx);
+        // Seq 2 is relayed while the joiner replays: it waits in the replay buffer.
+        room.deliver(2, frame(2), 1);
+        // Seqs 3 and 4 were committed, so the replay read them from the store, but their
+        // relay had not reached the room yet when the joiner went live after seq 4.
+        room.go_live(7, 4);
+        assert_eq!(
+            drain(&rx),
+            Vec::<Bytes>::new(),
+            "seq 2 was replayed, not resent"
+        );
+        room.deliver(3, frame(3), 1);
+        room.deliver(4, frame(4), 1);
+        room.deliver(5, frame(5), 1);
+        assert_eq!(
+            drain(&rx),
+            vec![frame(5)],
+            "3 and 4 were replayed; 5 is new"
+        );
+    }
+}
