@@ -22,10 +22,11 @@
 //! of the turn.
 //!
 //! Memory: an idle socket waits in that select for most of its life, so the task's future is
-//! kept to the `Session` and the select. The handlers' futures (1.8 KB for an incoming frame)
-//! are boxed for the time they run, one allocation per event; so are the one-off futures of
-//! `run` (setup, authentication, the close). Measured at 10,000 sockets: 9.78 → 8.37 KiB per
-//! socket from this boxing alone (9.78 → 5.97 KiB with the other trims of that change set).
+//! kept to the `Session` and the select. The handlers' futures are boxed for the time they run,
+//! one allocation per event (984 B for an incoming frame, under glibc's 1 KiB tcache limit:
+//! the rare commands are boxed again inside it, and the common `send` needs no future of its
+//! own); so are the one-off futures of `run` (setup, authentication, the close). Measured at
+//! 10,000 sockets: 9.78 → 8.37 KiB per socket from this boxing alone.
 
 use super::close;
 use super::frames::{decode_client_frame, ClientFrame, FrameError, ServerFrame};
@@ -53,21 +54,6 @@ use std::future::Future;
 use std::net::TcpStream;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-
-/// Finishes a write or flush that could not complete at once (the socket's send buffer is
-/// full): under the `write_stall` deadline and the scope's cancellation. Only this slow case
-/// arms the timer and pays for the scope's wrapper; callers box it.
-async fn stalled(
-    scope: &Scope,
-    write_stall: &ScopeTimer,
-    stall_ms: u64,
-    io: impl Future<Output = Result<(), WsError>>,
-) -> Result<Result<(), WsError>, CancelReason> {
-    write_stall.reset_after(stall_ms);
-    let result = scope.run(io).await;
-    write_stall.cancel();
-    result
-}
 
 /// tungstenite reads in chunks of this size and keeps that much buffer per socket: its 128 KiB
 /// default costs 128 KiB of RSS per idle socket once the first read fills it. Chat frames are
@@ -372,6 +358,8 @@ impl Session {
             };
             // Each handler's future is boxed for the time it runs: an idle socket then keeps
             // only the select above, not the largest handler's state (module doc).
+            // A commit woke this turn: the other member's session was likely woken with it.
+            let committed = matches!(event, Event::Answered(..));
             let step = match event {
                 Event::Cancelled(reason) => Err(self.end_for(&reason)),
                 Event::Answered(client_id, outcome) => {
@@ -395,16 +383,15 @@ impl Session {
             // Answers that are ready now leave with this turn's flush (invariant 6). These steps
             // are boxed, and only when there is work: inline, their futures (an answer's write, the
             // flush under `Scope::run`) would stay in every idle socket's task.
-            // Before flushing a turn that wrote, let the other sessions woken by the same
+            // Before flushing the ack of a commit, let the other sessions woken by the same
             // commit run once: what they relay here (the other member's message) then leaves
             // in this flush with the ack, one `sendto` where there were two. At 20,000 msgs/s
             // this cut the executor's CPU ~10% and the p99 in each of three paired runs
-            // (docs/perf.md); at 1,000 msgs/s the latency did not move.
+            // (docs/perf.md); at 1,000 msgs/s the latency did not move. Only after a commit:
+            // yielding in every turn that wrote (joins, presence) cost 0.06 KiB per idle socket
+            // at 10,000 (heap holes from the boxes held across the yield).
             let step = match step {
-                Ok(()) if self.unflushed => {
-                    smol::future::yield_now().await;
-                    Box::pin(self.flush_ready_outbox()).await
-                }
+                Ok(()) if committed && self.unflushed => Box::pin(self.gather_before_flush()).await,
                 other => other,
             };
             let step = match step {
@@ -1005,6 +992,13 @@ impl Session {
         self.flush_ready_outbox().await
     }
 
+    /// Lets the tasks woken with this one run first, then writes what they queued here.
+    /// Boxed by the caller: awaited inline, the yield's state would widen every idle task.
+    async fn gather_before_flush(&mut self) -> Result<(), End> {
+        smol::future::yield_now().await;
+        self.flush_ready_outbox().await
+    }
+
     /// Writes what is queued now, at most [`OUTBOX_BATCH`] frames (bounded per turn).
     async fn flush_ready_outbox(&mut self) -> Result<(), End> {
         for _ in 0..OUTBOX_BATCH {
@@ -1131,4 +1125,19 @@ impl Session {
             self.trace.trace_id_hex()
         );
     }
+}
+
+/// Finishes a write or flush that could not complete at once (the socket's send buffer is
+/// full): under the `write_stall` deadline and the scope's cancellation. Only this slow case
+/// arms the timer and pays for the scope's wrapper; callers box it.
+async fn stalled(
+    scope: &Scope,
+    write_stall: &ScopeTimer,
+    stall_ms: u64,
+    io: impl Future<Output = Result<(), WsError>>,
+) -> Result<Result<(), WsError>, CancelReason> {
+    write_stall.reset_after(stall_ms);
+    let result = scope.run(io).await;
+    write_stall.cancel();
+    result
 }
