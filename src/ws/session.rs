@@ -1026,18 +1026,14 @@ impl Session {
     /// `write_stall` deadline (invariant 2).
     async fn write(&mut self, message: Message) -> Result<(), End> {
         self.unflushed = true;
-        let Session {
-            ws,
-            scope,
-            write_stall,
-            settings,
-            ..
-        } = &mut *self;
-        let mut feed = ws.feed(message);
-        let result = match smol::future::poll_once(&mut feed).await {
-            Some(done) => Ok(done),
-            None => Box::pin(stalled(scope, write_stall, settings.write_stall_ms, feed)).await,
-        };
+        let stall_ms = self.settings.write_stall_ms;
+        let fed = at_once_or_stalled(
+            &self.scope,
+            &self.write_stall,
+            stall_ms,
+            self.ws.feed(message),
+        );
+        let result = fed.await;
         self.written(result)
     }
 
@@ -1048,18 +1044,14 @@ impl Session {
             return Ok(());
         }
         self.unflushed = false;
-        let Session {
-            ws,
-            scope,
-            write_stall,
-            settings,
-            ..
-        } = &mut *self;
-        let mut flush = SinkExt::flush(ws);
-        let result = match smol::future::poll_once(&mut flush).await {
-            Some(done) => Ok(done),
-            None => Box::pin(stalled(scope, write_stall, settings.write_stall_ms, flush)).await,
-        };
+        let stall_ms = self.settings.write_stall_ms;
+        let flushed = at_once_or_stalled(
+            &self.scope,
+            &self.write_stall,
+            stall_ms,
+            SinkExt::flush(&mut self.ws),
+        );
+        let result = flushed.await;
         self.written(result)
     }
 
@@ -1124,6 +1116,20 @@ impl Session {
             self.scope.path(),
             self.trace.trace_id_hex()
         );
+    }
+}
+
+/// Completes a write or flush at once if the socket takes it (the common case: no timer, no
+/// scope wrapper, nothing allocated); else finishes it in [`stalled`], boxed.
+async fn at_once_or_stalled(
+    scope: &Scope,
+    write_stall: &ScopeTimer,
+    stall_ms: u64,
+    mut io: impl Future<Output = Result<(), WsError>> + Unpin,
+) -> Result<Result<(), WsError>, CancelReason> {
+    match smol::future::poll_once(&mut io).await {
+        Some(done) => Ok(done),
+        None => Box::pin(stalled(scope, write_stall, stall_ms, io)).await,
     }
 }
 
