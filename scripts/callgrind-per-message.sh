@@ -31,7 +31,7 @@ run() { # rate seconds -> prints "IR STORED"
   stored=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^consult_edge_messages_stored_total/ {print $2}')
   kill -INT "$pid"
   wait "$pid" 2>/dev/null || true
-  ir=$(callgrind_annotate "$d/out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+  ir=$(callgrind_annotate "$d/out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !seen {gsub(",", "", $1); print $1; seen = 1}')
   rm -rf "$d"
   echo "$ir ${stored%.*}"
 }
