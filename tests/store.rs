@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use consult_edge::store::{
     ConsultState, Consultation, NewMessage, PurgeCount, RefreshUse, Store, StoreError, FILE_NAME,
-    LOG_FILE_NAME,
+    LOG_FILE_NAME, QUEUE_CAPACITY,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -880,4 +880,73 @@ proptest::proptest! {
             .collect();
         proptest::prop_assert_eq!(stored, model);
     }
+}
+
+#[test]
+fn queue_full_try_begin_append_refuses_begin_append_waits_all_commit_in_order() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path())?;
+    let c = smol::block_on(store.create_consultation("p1", "d1", T0))?;
+    store.hold_writer(true);
+    // Every early return below must release the writer, or dropping the store would wait on it.
+    let filled = fill_held_queue(&store, &c.id);
+    let outcome = filled.and_then(|pending| {
+        smol::block_on(async {
+            let mut waiting =
+                std::pin::pin!(store.begin_append(msg(&c.id, "p1", "last", "waited")));
+            let waited_for_room = smol::future::poll_once(waiting.as_mut()).await.is_none();
+            store.hold_writer(false);
+            let last = waiting.await?;
+            let mut seqs = Vec::new();
+            for p in pending {
+                seqs.push(p.await?.message.seq);
+            }
+            seqs.push(last.await?.message.seq);
+            Ok((waited_for_room, seqs))
+        })
+    });
+    store.hold_writer(false);
+    let (waited_for_room, seqs) = outcome?;
+    assert!(
+        waited_for_room,
+        "begin_append did not wait for room in a full queue"
+    );
+    let expected: Vec<u64> = (1..=QUEUE_CAPACITY as u64 + 2).collect();
+    assert_eq!(
+        seqs, expected,
+        "every op committed, in queue order, the refused one not at all"
+    );
+    assert_eq!(
+        store.messages_after(&c.id, 0, 2_000)?.len(),
+        QUEUE_CAPACITY + 2
+    );
+    Ok(())
+}
+
+/// With the writer held: one op taken by the writer, then exactly `QUEUE_CAPACITY` queued, and
+/// the next one refused. Returns the queued appends.
+fn fill_held_queue(
+    store: &Store,
+    id: &str,
+) -> Result<Vec<consult_edge::store::PendingAppend>, Box<dyn std::error::Error>> {
+    let mut pending = vec![store
+        .try_begin_append(msg(id, "p1", "c0", "taken"))?
+        .ok_or("an empty queue refused an op")?];
+    // The writer takes that op and holds it: wait (bounded) until the queue is empty again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.queued_ops() > 0 {
+        if Instant::now() > deadline {
+            return Err("the writer never took the first op".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for n in 1..=QUEUE_CAPACITY {
+        let queued = store.try_begin_append(msg(id, "p1", &format!("c{n}"), "queued"))?;
+        pending.push(queued.ok_or(format!("refused op {n} with room in the queue"))?);
+    }
+    let refused = store.try_begin_append(msg(id, "p1", "over", "refused"))?;
+    if refused.is_some() {
+        return Err("a full queue took one more op".into());
+    }
+    Ok(pending)
 }

@@ -452,6 +452,23 @@ impl Store {
     pub fn set_fail_commits(&self, on: bool) {
         self.inner.shared.fail_commits.store(on, Ordering::Relaxed);
     }
+
+    /// Ops waiting in the writer's queue (not yet taken into a batch).
+    pub fn queued_ops(&self) -> usize {
+        self.inner.ops.len()
+    }
+
+    /// TEST HOOK (backpressure): while `on`, the writer keeps the op it has taken and takes no
+    /// other, so the queue fills to [`QUEUE_CAPACITY`] and callers meet the full
+    /// queue; `false` lets it commit everything queued, in order. Not for production use.
+    pub fn hold_writer(&self, on: bool) {
+        let shared = &self.inner.shared;
+        *shared
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = on;
+        shared.released.notify_all();
+    }
 }
 
 /// A queued append (see [`Store::begin_append`]): a future of its outcome once its batch has

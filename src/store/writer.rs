@@ -92,6 +92,11 @@ pub(crate) enum Op {
 pub(crate) struct WriterShared {
     /// Test hook: while `true`, every batch is aborted instead of committed (invariant 3).
     pub fail_commits: AtomicBool,
+    /// Test hook: while `true`, the writer holds the op it just took and takes no other, so
+    /// the queue fills (backpressure tests). Checked once per batch.
+    pub held: std::sync::Mutex<bool>,
+    /// Wakes the writer when `held` goes back to `false`.
+    pub released: std::sync::Condvar,
     /// Successful commits since open.
     pub commits: AtomicU64,
     /// Ops answered by a successful commit since open.
@@ -265,6 +270,18 @@ impl Op {
     }
 }
 
+/// Blocks while the test hook holds the writer ([`WriterShared::held`]).
+fn wait_while_held(shared: &WriterShared) {
+    let held = shared
+        .held
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _released = shared
+        .released
+        .wait_while(held, |held| *held)
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+}
+
 /// The writer thread's body. Returns when the queue is closed and drained (invariant 4).
 pub(crate) fn run(
     db: Arc<Database>,
@@ -274,6 +291,7 @@ pub(crate) fn run(
 ) {
     let mut log = LogBatch::default();
     while let Ok(first) = ops.recv_blocking() {
+        wait_while_held(&shared);
         log.clear();
         let mut batch = Batch {
             db: &db,
