@@ -19,7 +19,8 @@
 //! One loop selects, in priority order, on: cancellation, the oldest send's outcome, an incoming
 //! frame (not while the FIFO is full: backpressure), an outbound frame, the ping alarm, the
 //! token-expiry warning. Writes are fed to tungstenite's write buffer and flushed once at the end
-//! of the turn.
+//! of the turn. Child modules: `send` (sends, their answers in order, the full-store wait) and
+//! `write` (writing and flushing, under `write_stall` only when the socket makes them wait).
 //!
 //! Memory: an idle socket waits in that select for most of its life, so the task's future is
 //! kept to the `Session` and the select. The handlers' futures are boxed for the time they run,
@@ -34,9 +35,8 @@ use super::limits::{BadFrames, SendBucket};
 use super::pipeline::{Outcome, Pipeline, MAX_IN_FLIGHT};
 use super::{SessionCtx, SessionSettings};
 use crate::auth::{AuthError, Claims, LiveGuard, TokenType};
-use crate::consult::frame_json::ack_json;
 use crate::consult::outbox::{outbox, Outbox, OutboxRx};
-use crate::consult::{Caller, ConsultError, Outgoing, SendTicket, REPLAY_PAGE};
+use crate::consult::{Caller, REPLAY_PAGE};
 use crate::http::Upgraded;
 use crate::observe::TraceParent;
 use crate::scope::{CancelReason, Scope, ScopeDeadlines, ScopeTimer};
@@ -46,7 +46,6 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
-use futures_util::SinkExt;
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
 use std::any::Any;
@@ -54,6 +53,9 @@ use std::future::Future;
 use std::net::TcpStream;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+
+mod send;
+mod write;
 
 /// tungstenite reads in chunks of this size and keeps that much buffer per socket: its 128 KiB
 /// default costs 128 KiB of RSS per idle socket once the first read fills it. Chat frames are
@@ -797,272 +799,6 @@ impl Session {
         Ok(())
     }
 
-    async fn send(
-        &mut self,
-        consultation: &str,
-        client_id: &str,
-        body: &str,
-        traceparent: Option<&str>,
-    ) -> Result<(), End> {
-        let now = self.scope.now();
-        if !self.bucket.take(now) {
-            if self.rate_limited.record(now) {
-                return Err(End::Close(close::POLICY, "send flood"));
-            }
-            self.pipeline.push_known(client_id, Outcome::RateLimited);
-            return Ok(());
-        }
-        let Some((user, role, admin)) = self.caller() else {
-            return Ok(());
-        };
-        // W3C trace context: a child span of the client's parent if it sent a valid one, else
-        // of the session's trace. A malformed value is ignored, never echoed.
-        let span = traceparent
-            .and_then(TraceParent::parse)
-            .unwrap_or(self.trace)
-            .child()
-            .to_header();
-        let caller = Caller {
-            user: &user,
-            role: &role,
-            admin,
-        };
-        let ctx = self.ctx.clone();
-        let outgoing = Outgoing {
-            consultation,
-            client_id,
-            body,
-            traceparent: &span,
-            ts_ms: ctx.server.timers().unix_ms(),
-            session_id: self.id,
-        };
-        let begun = match ctx.consults.try_begin_send(&caller, &outgoing) {
-            Some(begun) => begun,
-            // The store's queue is full, or the consultation must be looked up. Boxed: rare,
-            // and its state would widen the future of every frame's handling.
-            None => {
-                let begin = ctx.consults.begin_send(&caller, outgoing);
-                Box::pin(self.wait_queued(begin)).await?
-            }
-        };
-        match begun {
-            Ok(ticket) => self.pipeline.push_waiting(client_id, ticket),
-            Err(error) => self.pipeline.push_known(client_id, Outcome::Failed(error)),
-        }
-        Ok(())
-    }
-
-    /// Waits for a send to be queued while the store's queue is full (or its consultation is
-    /// looked up in the store), and meanwhile answers
-    /// the sends that commit and writes the outbox: a session held back by the store must still
-    /// relay what it has committed (the other member's messages wait in the room for those
-    /// seqs) and deliver what others relayed to it. No frame is read meanwhile (backpressure).
-    async fn wait_queued(
-        &mut self,
-        begin: impl Future<Output = Result<SendTicket, ConsultError>>,
-    ) -> Result<Result<SendTicket, ConsultError>, End> {
-        let mut begin = std::pin::pin!(begin);
-        enum Wait {
-            Queued(Result<SendTicket, ConsultError>),
-            Answered(String, Outcome),
-            Outgoing(Option<Bytes>),
-        }
-        // Ends when the store takes the op, or the scope is cancelled; each pass answers or
-        // writes one frame.
-        loop {
-            let waited = {
-                let Session {
-                    scope,
-                    pipeline,
-                    outbox_rx,
-                    ..
-                } = &mut *self;
-                let queued = async { Wait::Queued(begin.as_mut().await) };
-                let answered = async {
-                    let (client_id, outcome) = pipeline.next().await;
-                    Wait::Answered(client_id, outcome)
-                };
-                let outgoing = async { Wait::Outgoing(outbox_rx.recv().await) };
-                scope.run(queued.or(answered).or(outgoing)).await
-            };
-            match waited {
-                Ok(Wait::Queued(begun)) => return Ok(begun),
-                Ok(Wait::Answered(client_id, outcome)) => self.answer(&client_id, outcome).await?,
-                Ok(Wait::Outgoing(Some(frame))) => self.write_frame(frame).await?,
-                Ok(Wait::Outgoing(None)) => {
-                    return Err(End::Close(close::SLOW_CONSUMER, "slow consumer"))
-                }
-                Err(reason) => return Err(self.end_for(&reason)),
-            }
-            self.flush().await?;
-        }
-    }
-
-    /// Writes the frame that answers one send.
-    async fn answer(&mut self, client_id: &str, outcome: Outcome) -> Result<(), End> {
-        match outcome {
-            Outcome::Acked { consultation, seq } => {
-                self.write_text(ack_json(client_id, &consultation, seq))
-                    .await
-            }
-            // Boxed: rare, and inline they would widen every ack's future.
-            Outcome::Failed(error) => Box::pin(self.consult_error(error, client_id)).await,
-            Outcome::RateLimited => {
-                Box::pin(self.error("rate_limited", "too many sends", Some(client_id))).await
-            }
-        }
-    }
-
-    /// Answers the sends at the head of the FIFO whose outcome is known now, without waiting
-    /// for a commit (bounded: the FIFO holds at most [`MAX_IN_FLIGHT`]).
-    async fn answer_ready(&mut self) -> Result<(), End> {
-        for _ in 0..MAX_IN_FLIGHT {
-            if self.pipeline.is_empty() {
-                break;
-            }
-            match smol::future::poll_once(self.pipeline.next()).await {
-                Some((client_id, outcome)) => self.answer(&client_id, outcome).await?,
-                None => break,
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits for every send in flight and answers it, oldest first (invariant 5).
-    async fn settle(&mut self) -> Result<(), End> {
-        if self.pipeline.is_empty() {
-            return Ok(());
-        }
-        // Boxed: this rare wait would otherwise widen every socket's task, idle ones included.
-        Box::pin(self.settle_all()).await
-    }
-
-    async fn settle_all(&mut self) -> Result<(), End> {
-        for _ in 0..MAX_IN_FLIGHT {
-            if self.pipeline.is_empty() {
-                break;
-            }
-            match self.scope.run(self.pipeline.next()).await {
-                Ok((client_id, outcome)) => self.answer(&client_id, outcome).await?,
-                Err(reason) => return Err(self.end_for(&reason)),
-            }
-        }
-        Ok(())
-    }
-
-    async fn consult_error(&mut self, error: ConsultError, reference: &str) -> Result<(), End> {
-        let (code, message) = match &error {
-            ConsultError::NotFound => ("not_found", "no such consultation"),
-            ConsultError::Forbidden => ("forbidden", "not allowed"),
-            ConsultError::Closed => ("closed", "the consultation is closed"),
-            ConsultError::Internal(detail) => {
-                log::error!(
-                    "event=consult_failed session={} error={} scope={}",
-                    self.id,
-                    crate::observe::LogValue(detail),
-                    self.scope.path()
-                );
-                ("internal", "internal error, try again")
-            }
-        };
-        self.error(code, message, Some(reference)).await
-    }
-
-    async fn error(
-        &mut self,
-        code: &str,
-        message: &str,
-        reference: Option<&str>,
-    ) -> Result<(), End> {
-        self.write_text(
-            ServerFrame::Error {
-                code,
-                message,
-                reference,
-            }
-            .to_json(),
-        )
-        .await
-    }
-
-    // ---------------------------------------------------------------- writing
-
-    async fn flush_outbox(&mut self, first: Bytes) -> Result<(), End> {
-        self.write_frame(first).await?;
-        self.flush_ready_outbox().await
-    }
-
-    /// Lets the tasks woken with this one run first, then writes what they queued here.
-    /// Boxed by the caller: awaited inline, the yield's state would widen every idle task.
-    async fn gather_before_flush(&mut self) -> Result<(), End> {
-        smol::future::yield_now().await;
-        self.flush_ready_outbox().await
-    }
-
-    /// Writes what is queued now, at most [`OUTBOX_BATCH`] frames (bounded per turn).
-    async fn flush_ready_outbox(&mut self) -> Result<(), End> {
-        for _ in 0..OUTBOX_BATCH {
-            match self.outbox_rx.try_recv() {
-                Some(frame) => self.write_frame(frame).await?,
-                None => break,
-            }
-        }
-        Ok(())
-    }
-
-    async fn write_frame(&mut self, frame: Bytes) -> Result<(), End> {
-        match Utf8Bytes::try_from(frame) {
-            Ok(text) => self.write(Message::Text(text)).await,
-            Err(_) => Ok(()),
-        }
-    }
-
-    async fn write_text(&mut self, text: String) -> Result<(), End> {
-        self.write(Message::text(text)).await
-    }
-
-    /// Feeds one frame to the write buffer (invariant 6: it goes out with the turn's flush, or
-    /// earlier once the buffer is full); a feed that has to wait for the socket runs under the
-    /// `write_stall` deadline (invariant 2).
-    async fn write(&mut self, message: Message) -> Result<(), End> {
-        self.unflushed = true;
-        let stall_ms = self.settings.write_stall_ms;
-        let fed = at_once_or_stalled(
-            &self.scope,
-            &self.write_stall,
-            stall_ms,
-            self.ws.feed(message),
-        );
-        let result = fed.await;
-        self.written(result)
-    }
-
-    /// Sends what was fed since the last flush; a flush that has to wait for the socket runs
-    /// under the `write_stall` deadline.
-    async fn flush(&mut self) -> Result<(), End> {
-        if !self.unflushed {
-            return Ok(());
-        }
-        self.unflushed = false;
-        let stall_ms = self.settings.write_stall_ms;
-        let flushed = at_once_or_stalled(
-            &self.scope,
-            &self.write_stall,
-            stall_ms,
-            SinkExt::flush(&mut self.ws),
-        );
-        let result = flushed.await;
-        self.written(result)
-    }
-
-    fn written(&self, result: Result<Result<(), WsError>, CancelReason>) -> Result<(), End> {
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            Err(reason) => Err(self.end_for(&reason)),
-        }
-    }
-
     // ---------------------------------------------------------------- closing
 
     /// Polls after the peer's close frame so tungstenite flushes its answer; bounded.
@@ -1117,33 +853,4 @@ impl Session {
             self.trace.trace_id_hex()
         );
     }
-}
-
-/// Completes a write or flush at once if the socket takes it (the common case: no timer, no
-/// scope wrapper, nothing allocated); else finishes it in [`stalled`], boxed.
-async fn at_once_or_stalled(
-    scope: &Scope,
-    write_stall: &ScopeTimer,
-    stall_ms: u64,
-    mut io: impl Future<Output = Result<(), WsError>> + Unpin,
-) -> Result<Result<(), WsError>, CancelReason> {
-    match smol::future::poll_once(&mut io).await {
-        Some(done) => Ok(done),
-        None => Box::pin(stalled(scope, write_stall, stall_ms, io)).await,
-    }
-}
-
-/// Finishes a write or flush that could not complete at once (the socket's send buffer is
-/// full): under the `write_stall` deadline and the scope's cancellation. Only this slow case
-/// arms the timer and pays for the scope's wrapper; callers box it.
-async fn stalled(
-    scope: &Scope,
-    write_stall: &ScopeTimer,
-    stall_ms: u64,
-    io: impl Future<Output = Result<(), WsError>>,
-) -> Result<Result<(), WsError>, CancelReason> {
-    write_stall.reset_after(stall_ms);
-    let result = scope.run(io).await;
-    write_stall.cancel();
-    result
 }
