@@ -144,7 +144,8 @@ struct Session {
 /// `iat` matter to token rotation only. 32 B in every socket's task where the whole `Claims`
 /// took 96 B and a heap copy of the sid.
 struct SessionClaims {
-    sub: Box<str>,
+    /// Shared, not copied, with each send and join that needs it ([`Session::caller`]).
+    sub: Rc<str>,
     role: crate::auth::Role,
     /// The access token's `exp` (unix s), as last renewed.
     exp: u64,
@@ -629,7 +630,7 @@ impl Session {
             self.trace.trace_id_hex()
         );
         self.claims = Some(SessionClaims {
-            sub: claims.sub.into_boxed_str(),
+            sub: Rc::from(claims.sub),
             role: claims.role,
             exp: claims.exp,
         });
@@ -722,11 +723,13 @@ impl Session {
         }
     }
 
-    fn caller(&self) -> Option<(String, String, bool)> {
+    /// Who is acting: the user (a count bump, not a copy: every send needs it), the role's
+    /// name, and whether that role is admin. `None` before authentication.
+    fn caller(&self) -> Option<(Rc<str>, &'static str, bool)> {
         self.claims.as_ref().map(|c| {
             (
-                c.sub.to_string(),
-                c.role.as_str().to_owned(),
+                c.sub.clone(),
+                c.role.as_str(),
                 c.role == crate::auth::Role::Admin,
             )
         })
@@ -739,7 +742,7 @@ impl Session {
         };
         let caller = Caller {
             user: &user,
-            role: &role,
+            role,
             admin,
         };
         let ctx = self.ctx.clone();

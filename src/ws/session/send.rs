@@ -49,7 +49,7 @@ impl Session {
             .to_header();
         let caller = Caller {
             user: &user,
-            role: &role,
+            role,
             admin,
         };
         let ctx = self.ctx.clone();
