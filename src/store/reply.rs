@@ -41,7 +41,8 @@ impl<T> Slot<T> {
 
 /// The writer's half: answers once.
 pub(crate) struct ReplyTx<T> {
-    slot: Arc<Slot<T>>,
+    /// Taken by `send`, so that `Drop` closes only a slot left unanswered.
+    slot: Option<Arc<Slot<T>>>,
 }
 
 /// The caller's half: a future of the answer, `None` if the writer dropped the op unanswered.
@@ -58,33 +59,42 @@ pub(crate) fn reply_slot<T>() -> (ReplyTx<T>, ReplyRx<T>) {
             closed: false,
         }),
     });
-    (ReplyTx { slot: slot.clone() }, ReplyRx { slot })
+    (
+        ReplyTx {
+            slot: Some(slot.clone()),
+        },
+        ReplyRx { slot },
+    )
 }
 
 impl<T> ReplyTx<T> {
-    /// Stores the answer and wakes the receiver; dropping `self` then closes the slot.
-    pub(crate) fn send(self, value: T) {
-        let waker = {
-            let mut state = self.slot.lock();
-            state.value = Some(value);
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
+    /// Stores the answer, closes the slot and wakes the receiver: one lock per answer.
+    pub(crate) fn send(mut self, value: T) {
+        if let Some(slot) = self.slot.take() {
+            close(&slot, Some(value));
         }
     }
 }
 
 impl<T> Drop for ReplyTx<T> {
     fn drop(&mut self) {
-        let waker = {
-            let mut state = self.slot.lock();
-            state.closed = true;
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
+        if let Some(slot) = self.slot.take() {
+            close(&slot, None);
         }
+    }
+}
+
+/// The sender is done with `slot`, with or without an answer: no value comes after this one.
+fn close<T>(slot: &Slot<T>, value: Option<T>) {
+    let waker = {
+        let mut state = slot.lock();
+        // Nothing was sent before: `send` and `drop` each take the slot, once.
+        state.value = value;
+        state.closed = true;
+        state.waker.take()
+    };
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }
 
