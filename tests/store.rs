@@ -553,12 +553,16 @@ fn log_torn_last_record_dropped_at_open_seqs_continue_dense() -> TestResult {
     let dir = tempfile::tempdir()?;
     let id = log_with_messages(dir.path(), 10, 20)?;
     let path = dir.path().join(LOG_FILE_NAME);
-    let len = std::fs::metadata(&path)?.len();
-    // A crash in the middle of the last write: its record is only partly on disk.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)?
-        .set_len(len - 5)?;
+    let mut bytes = std::fs::read(&path)?;
+    // The idle writer pre-wrote zeros after the last record.
+    let records_end = bytes.iter().rposition(|&b| b != 0).ok_or("empty log")? + 1;
+    assert!(bytes.len() > records_end, "no pre-written tail");
+    // A crash in the middle of the last write: its record's last bytes never reached the disk.
+    bytes
+        .get_mut(records_end - 5..records_end)
+        .ok_or("log too short")?
+        .fill(0);
+    std::fs::write(&path, bytes)?;
     let store = Store::open(dir.path())?;
     let kept = store.messages_after(&id, 0, 100)?;
     assert_eq!(kept.len(), 9);
@@ -583,6 +587,34 @@ fn log_torn_last_record_dropped_at_open_seqs_continue_dense() -> TestResult {
         .map(|m| m.seq)
         .collect();
     assert_eq!(seqs, (1..=10).collect::<Vec<u64>>());
+    Ok(())
+}
+
+#[test]
+fn log_idle_writer_prewrites_zeros_reopen_keeps_them_and_appends_land_before_them() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let id = log_with_messages(dir.path(), 3, 20)?;
+    let path = dir.path().join(LOG_FILE_NAME);
+    let len = std::fs::metadata(&path)?.len();
+    let bytes = std::fs::read(&path)?;
+    let records_end = bytes.iter().rposition(|&b| b != 0).ok_or("empty log")? + 1;
+    assert!(
+        len >= records_end as u64 + 512 * 1024,
+        "len {len}, records end at {records_end}"
+    );
+    let store = Store::open(dir.path())?;
+    smol::block_on(store.append_message(msg(&id, "p1", "c3", "after reopen")))?;
+    drop(store);
+    let bytes = std::fs::read(&path)?;
+    let new_end = bytes.iter().rposition(|&b| b != 0).ok_or("empty log")? + 1;
+    assert!(new_end > records_end && new_end < len as usize);
+    let reopened = Store::open(dir.path())?;
+    let seqs: Vec<u64> = reopened
+        .messages_after(&id, 0, 100)?
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
     Ok(())
 }
 

@@ -220,6 +220,17 @@ impl Appender {
     pub(crate) fn abort(&mut self) {
         self.cursors.clear();
     }
+
+    /// Extends the log's pre-written tail by a step if it runs short (`MessageLog::prewrite`).
+    /// For the writer's idle moments: the next batch waits while it runs. A failure only costs
+    /// speed (the next batch grows the file instead), so it is logged, not returned.
+    pub(crate) fn prewrite(&self) {
+        match self.log.prewrite(self.end) {
+            Ok(0) => {}
+            Ok(bytes) => log::debug!("event=message_log_prewritten bytes={bytes}"),
+            Err(e) => log::warn!("event=message_log_prewrite_failed error={e}"),
+        }
+    }
 }
 
 fn duplicate(message: StoredMessage) -> Appended {

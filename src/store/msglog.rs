@@ -5,12 +5,16 @@
 //! 1. A batch of records is written with one positional write at the end of the valid log and
 //!    made durable with one `fdatasync` before any of its messages is acknowledged.
 //! 2. After a crash, only the last batch can be partly on disk. Recovery keeps every record up
-//!    to the first one that is torn, fails its checksum or breaks its consultation's seq order,
-//!    and truncates the file there — if what is dropped is no longer than one batch can be
-//!    ([`MAX_TORN_BYTES`]). A bad record further back is damage, not a torn write:
-//!    [`StoreError::Corrupt`], and the gateway does not start on it.
+//!    to the first one that is torn, fails its checksum or breaks its consultation's seq order.
+//!    Zeros after it are the pre-written tail (invariant 4) and are kept. Non-zero bytes after
+//!    it are the torn batch, and the file is truncated there — if they end no further than one
+//!    batch can span ([`MAX_TORN_BYTES`]). A bad record followed by non-zero bytes further on is
+//!    damage, not a torn write: [`StoreError::Corrupt`], and the gateway does not start on it.
 //! 3. A failed batch leaves the log as it was before it: the writer truncates back to the old
 //!    end, and the next batch writes there.
+//! 4. Past the end of the last record, the file holds only zeros (the pre-written tail, see
+//!    [`MessageLog::prewrite`]), and no record starts with a zero length, so a zero header is
+//!    where the records end.
 //!
 //! # Implementation
 //! Why a log of our own next to redb: a message write must be cheap and sequential. In redb
@@ -20,11 +24,20 @@
 //! against 13 µs for this log; BENCHMARKS.md). The log is written at its end only,
 //! and reads are positional (`pread`) at locations kept by [`super::index`]. Consultations,
 //! tokens and revocations, which change rarely, stay in redb.
+//!
+//! Why a pre-written tail: an `fdatasync` after a write that grows the file must also commit
+//! the new size through the file system's journal; one into blocks already written does not.
+//! On this machine's ext4 that halves the sync (p50 104 → 54 µs in a probe, docs/perf.md), and
+//! the sync is most of a message's latency at low load. So the writer keeps zeros written
+//! ahead of the end, [`PREWRITE_STEP`] at a time and only while its queue is empty, so no sender
+//! waits for them. `fallocate` would not do: ext4 marks such blocks unwritten, and the first
+//! write into them changes the extent tree, which is journaled again.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::index::{Loc, MessageIndex};
 use super::log_record::{decode, Parsed, MAX_RECORD_BYTES};
@@ -39,11 +52,26 @@ pub(crate) const BATCH_LOG_BYTES: usize = 1024 * 1024;
 pub(crate) const MAX_TORN_BYTES: u64 = (BATCH_LOG_BYTES + MAX_RECORD_BYTES) as u64;
 /// Read size while recovering.
 const SCAN_CHUNK: usize = 1024 * 1024;
+/// Zeros written ahead at a time: one write and sync of about 1 ms here, short enough for a
+/// send that arrives meanwhile to wait on, and ~4,000 small messages of room.
+pub(crate) const PREWRITE_STEP: u64 = 1024 * 1024;
+/// The writer writes another step when fewer pre-written bytes than this remain past the
+/// end: room for a burst of batches while the writer is too busy to pre-write, and at most
+/// `PREWRITE_STEP` + this of zeros on disk (a test suite opens hundreds of stores).
+pub(crate) const PREWRITE_LOW_WATER: u64 = PREWRITE_STEP / 2;
+/// Pre-written lengths are whole pages, so no page is shared by the data and a later extension.
+const PAGE_BYTES: u64 = 4096;
+/// Zeros to write from; in `.bss`, so it costs no memory until written from (then the shared
+/// zero page).
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// The open log file.
 #[derive(Debug)]
 pub(crate) struct MessageLog {
     file: File,
+    /// The file's length: the records, then the pre-written zeros. Changed only by the writer
+    /// thread (and by recovery before it starts).
+    len: AtomicU64,
 }
 
 /// What opening found.
@@ -74,7 +102,10 @@ impl MessageLog {
                 .and_then(|d| d.sync_all())
                 .map_err(|e| StoreError::Io(format!("sync dir {}: {e}", dir.display())))?;
         }
-        let log = MessageLog { file };
+        let log = MessageLog {
+            file,
+            len: AtomicU64::new(0),
+        };
         let (end, index) = log.recover()?;
         Ok(Recovered { log, end, index })
     }
@@ -115,11 +146,16 @@ impl MessageLog {
                 Parsed::Invalid(why) => break Some(why),
             }
         };
+        self.len.store(file_len, Ordering::Relaxed);
         if let Some(why) = bad {
-            let dropped = file_len.saturating_sub(offset);
+            // Invariant 2: zeros after the last record are the pre-written tail.
+            let dropped = self.nonzero_end(offset, file_len).map_err(io)? - offset;
+            if dropped == 0 {
+                return Ok((offset, index));
+            }
             if dropped > MAX_TORN_BYTES {
                 return Err(StoreError::Corrupt(format!(
-                    "message log: {why} at offset {offset}, {dropped} bytes before the end"
+                    "message log: {why} at offset {offset}, data for {dropped} bytes after it"
                 )));
             }
             log::warn!(
@@ -131,16 +167,58 @@ impl MessageLog {
         Ok((offset, index))
     }
 
+    /// The end of the last non-zero byte in `from..to`, or `from` if all are zero. Scans back
+    /// from `to`: the zeros are at the end.
+    fn nonzero_end(&self, from: u64, to: u64) -> std::io::Result<u64> {
+        let mut buf = vec![0u8; SCAN_CHUNK];
+        let mut hi = to;
+        while hi > from {
+            let lo = hi.saturating_sub(SCAN_CHUNK as u64).max(from);
+            let chunk = buf.get_mut(..(hi - lo) as usize).unwrap_or_default();
+            self.file.read_exact_at(chunk, lo)?;
+            if let Some(at) = chunk.iter().rposition(|&b| b != 0) {
+                return Ok(lo + at as u64 + 1);
+            }
+            hi = lo;
+        }
+        Ok(from)
+    }
+
     /// Writes `bytes` at `at` and makes them durable (invariant 1).
     pub(crate) fn append(&self, at: u64, bytes: &[u8]) -> std::io::Result<()> {
         self.file.write_all_at(bytes, at)?;
+        self.len
+            .fetch_max(at + bytes.len() as u64, Ordering::Relaxed);
         self.file.sync_data()
     }
 
     /// Cuts the file back to `len` bytes, durably (invariant 3).
     pub(crate) fn truncate(&self, len: u64) -> std::io::Result<()> {
         self.file.set_len(len)?;
+        self.len.store(len, Ordering::Relaxed);
         self.file.sync_data()
+    }
+
+    /// Writes and syncs one [`PREWRITE_STEP`] of zeros after the file's end, unless
+    /// [`PREWRITE_LOW_WATER`] bytes past `end` (the end of the records) are already written.
+    /// Returns the bytes written. Invariant 4 holds whatever part of it reaches the disk: the
+    /// file only grows by zeros (or by holes, which read as zeros).
+    pub(crate) fn prewrite(&self, end: u64) -> std::io::Result<u64> {
+        let len = self.len.load(Ordering::Relaxed);
+        if len >= end + PREWRITE_LOW_WATER {
+            return Ok(0);
+        }
+        let upto = (len + PREWRITE_STEP).next_multiple_of(PAGE_BYTES);
+        let mut at = len;
+        while at < upto {
+            let n = (upto - at).min(ZEROS.len() as u64);
+            self.file
+                .write_all_at(ZEROS.get(..n as usize).unwrap_or_default(), at)?;
+            at += n;
+        }
+        self.file.sync_data()?;
+        self.len.store(upto, Ordering::Relaxed);
+        Ok(upto - len)
     }
 
     /// Reads the message at `loc`.
@@ -265,6 +343,98 @@ mod tests {
             .map_err(|e| StoreError::Io(e.to_string()))?;
         file.write_all_at(b"XX", 20)
             .map_err(|e| StoreError::Io(e.to_string()))?;
+        let opened = MessageLog::open(dir.path(), 0o600);
+        assert!(
+            matches!(opened, Err(StoreError::Corrupt(_))),
+            "{:?}",
+            opened.err()
+        );
+        Ok(())
+    }
+
+    fn file_len(dir: &Path) -> Result<u64, StoreError> {
+        std::fs::metadata(dir.join(LOG_FILE_NAME))
+            .map(|m| m.len())
+            .map_err(|e| StoreError::Io(e.to_string()))
+    }
+
+    fn prewrite(log: &MessageLog, end: u64) -> Result<u64, StoreError> {
+        log.prewrite(end).map_err(|e| StoreError::Io(e.to_string()))
+    }
+
+    #[test]
+    fn log_prewrite_writes_a_step_only_below_the_low_water_mark() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Io(e.to_string()))?;
+        let end = write(dir.path(), &[message("a", 1, "one")])?;
+        let r = MessageLog::open(dir.path(), 0o600)?;
+        let step = prewrite(&r.log, end)?;
+        assert!(step >= PREWRITE_STEP && step < PREWRITE_STEP + PAGE_BYTES);
+        assert_eq!(prewrite(&r.log, end)?, 0, "enough room: nothing written");
+        let len = file_len(dir.path())?;
+        assert_eq!(len, end + step);
+        assert_eq!(len % PAGE_BYTES, 0);
+        // Records use up the room past the low-water mark: the next step follows.
+        let used = len - PREWRITE_LOW_WATER + 1;
+        assert_eq!(prewrite(&r.log, used)?, PREWRITE_STEP);
+        assert_eq!(file_len(dir.path())?, len + PREWRITE_STEP);
+        Ok(())
+    }
+
+    #[test]
+    fn log_prewritten_zeros_are_kept_at_open_and_appends_land_before_them() -> Result<(), StoreError>
+    {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Io(e.to_string()))?;
+        let end = write(dir.path(), &[message("a", 1, "one")])?;
+        let r = MessageLog::open(dir.path(), 0o600)?;
+        prewrite(&r.log, end)?;
+        drop(r);
+        let len = file_len(dir.path())?;
+        assert!(len > end);
+        // Reopen: the zeros are the tail, not a torn batch; nothing is cut.
+        let end2 = write(dir.path(), &[message("a", 2, "two")])?;
+        assert_eq!(file_len(dir.path())?, len, "the append wrote into the tail");
+        let r = MessageLog::open(dir.path(), 0o600)?;
+        assert_eq!(r.end, end2);
+        assert_eq!(r.index.last("a").map(|l| l.0), Some(2));
+        assert_eq!(file_len(dir.path())?, len);
+        Ok(())
+    }
+
+    #[test]
+    fn log_torn_record_before_prewritten_zeros_is_dropped() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Io(e.to_string()))?;
+        let end = write(dir.path(), &[message("a", 1, "kept")])?;
+        let r = MessageLog::open(dir.path(), 0o600)?;
+        prewrite(&r.log, end)?;
+        // The last batch reached the disk without its last page: its tail reads as zeros.
+        let mut torn = Vec::new();
+        encode(&message("a", 2, &"z".repeat(5000)), &mut torn)?;
+        let cut = torn.len() - 4096;
+        r.log
+            .file
+            .write_all_at(torn.get(..cut).unwrap_or_default(), end)
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        drop(r);
+        let r = MessageLog::open(dir.path(), 0o600)?;
+        assert_eq!(r.end, end);
+        assert_eq!(r.index.last("a").map(|l| l.0), Some(1));
+        assert_eq!(file_len(dir.path())?, end, "the torn batch is cut off");
+        Ok(())
+    }
+
+    #[test]
+    fn log_bytes_far_into_the_zero_tail_are_corrupt() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Io(e.to_string()))?;
+        let end = write(dir.path(), &[message("a", 1, "one")])?;
+        let r = MessageLog::open(dir.path(), 0o600)?;
+        prewrite(&r.log, end)?;
+        // No batch can put data this far past the last record: damage, not a torn write. (The
+        // byte lands past the pre-written step: the hole before it reads as zeros, as on disk.)
+        r.log
+            .file
+            .write_all_at(b"X", end + MAX_TORN_BYTES + 1)
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        drop(r);
         let opened = MessageLog::open(dir.path(), 0o600);
         assert!(
             matches!(opened, Err(StoreError::Corrupt(_))),

@@ -19,7 +19,8 @@
 //! a lone op is committed at once (no added latency). The redb transaction is begun only if the
 //! batch has a redb op, so a batch of messages costs one write and one fdatasync. Each op
 //! carries its own one-shot reply slot (`reply.rs`); a caller that stopped waiting simply never reads
-//! its reply, and its op still commits.
+//! its reply, and its op still commits. When a commit leaves the queue empty, the thread
+//! extends the message log's pre-written tail (`msglog.rs`, invariant 4) before it blocks again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -308,6 +309,9 @@ pub(crate) fn run(
             drain(&ops, &mut batch, &mut appender);
         }
         commit_batch(batch, &mut appender, &shared);
+        if ops.is_empty() {
+            appender.prewrite();
+        }
     }
     log::debug!(
         "event=store_writer_exit commits={}",
