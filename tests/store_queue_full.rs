@@ -6,11 +6,16 @@
 //! Patient P and doctor D share consultation C, both joined. The writer is held; P queues a few
 //! sends, then filler sockets (another pair's consultation, at most [`MAX_IN_FLIGHT`] sends
 //! each: a socket reads no further frame while that many wait for their commits) fill the queue
-//! to exactly [`QUEUE_CAPACITY`], each step waited on by polling the queue depth. P then sends
-//! two more: the first meets the full queue and waits in `wait_queued`, the second stays unread
+//! to exactly [`QUEUE_CAPACITY`], each step waited on by polling the queue depth; [`WAITERS`]
+//! more filler sockets send one each, which wait in their own `wait_queued`. P then sends two
+//! more: the first meets the full queue and waits in `wait_queued`, the second stays unread
 //! behind it. While held, D leaves and rejoins C: P must still be told (`presence`), P's socket
 //! stays open, nothing is acked or relayed, and C's `last_seq` has not moved. Then the writer is
-//! released.
+//! released, and P's waiting send competes with the waiters for the room the first batch frees.
+//!
+//! A second test reads a refused send (not a member: `not_found`, known at once) and the
+//! waiting send in one incoming batch, so the refusal is at the head of P's FIFO while P waits:
+//! its error must reach P while the writer is still held (`wait_queued`'s answer branch).
 //!
 //! # What it catches
 //! - a send lost by `wait_queued` (never queued, or its ticket dropped without an answer): P's
@@ -18,34 +23,43 @@
 //! - a send reordered around the wait (the waiting send queued after the one read behind it, or
 //!   its ack written out of FIFO order): P's ack client_ids or seqs are out of send order;
 //! - an ack or relay twice: a sync send after the release gets the next dense seq, with no
-//!   stray ack before it, and D's messages are exactly seqs 3..=8, once each;
-//! - a session that stops writing its outbox while it waits (the `Outgoing` branch), or that
-//!   closes instead of waiting: the presence frames do not reach P while the writer is held;
-//! - an ack before the commit: any `ack` or `message` reaching P or D while held;
+//!   stray ack before it, and D's messages are exactly P's since D joined, once each, in order;
+//! - a session that stops writing its outbox while it waits (the outgoing branch), or closes
+//!   instead of waiting: the presence frames do not reach P while the writer is held;
+//! - a session that stops answering while it waits (the answer branch): the refusal's error
+//!   does not reach P while held (second test);
+//! - an ack before the commit: any `ack` or `message` reaching P while held, or D's rejoin
+//!   seeing a `last_seq` that moved;
 //! - fillers' sends lost or doubled at the full queue: every filler socket gets exactly its
 //!   acks, in its send order, and the filler consultation's seqs are exactly 1..=N.
 //!
-//! It cannot tell whether P's session had already read the waiting send when D's presence
-//! reached it (no observable distinguishes that instant): the presence proves the session
-//! delivers while its send is held back by the store; the acks prove what it did with it.
+//! What it cannot see: the instant P's session read the waiting send (no observable marks it),
+//! so the presence proves the session delivers while its send is held back by the store, not
+//! that the frame was already read; and whether P's queued sends commit while P still waits.
+//! They rarely do: the commit that answers them wakes P's session, which polls its waiting send
+//! first and finds the room the same batch freed. So the first test's acks prove order and
+//! count, not which branch wrote them; the second test is the one that pins the answer branch.
 
 mod support;
 
 use consult_edge::auth::Role;
-use consult_edge::store::QUEUE_CAPACITY;
+use consult_edge::store::{MAX_BATCH, QUEUE_CAPACITY};
+use consult_edge::ws::pipeline::MAX_IN_FLIGHT;
+use futures_util::SinkExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::ws::{connect_ready, Client, Event};
 use support::Gateway;
 
-/// Sends one socket may have waiting for their commits before the session reads no further
-/// frame (`consult_edge::ws::pipeline::MAX_IN_FLIGHT`, not public): each filler sends at most
-/// this many, so none of its sends waits in `wait_queued` itself.
-const MAX_IN_FLIGHT: usize = 8;
-/// Filler sockets: enough to queue `QUEUE_CAPACITY` ops, one the held writer has taken, and P's
-/// queued sends, at `MAX_IN_FLIGHT` each, plus one spare.
+/// Filler sockets: enough to queue `QUEUE_CAPACITY` ops and the one the held writer has taken,
+/// at `MAX_IN_FLIGHT` each (so none of a filler's sends waits itself), plus one spare.
 const FILLERS: usize = (QUEUE_CAPACITY + 1).div_ceil(MAX_IN_FLIGHT) + 1;
-/// Upper bound of every wait on the queue depth.
+/// Filler sockets whose one send meets the full queue before P's does and waits in their own
+/// `wait_queued`: a batch's worth, so that after the release P's waiting send competes with
+/// them for the room the first batch frees (who wins is the channel's and executor's choice;
+/// P's order must hold either way).
+const WAITERS: usize = MAX_BATCH;
+/// Upper bound of every wait on the queue depth (each frame wait is bounded by the harness).
 const QUEUE_WAIT: Duration = Duration::from_secs(30);
 /// P's sends acked before the writer is held.
 const P_BEFORE: u64 = 2;
@@ -139,6 +153,104 @@ fn last_seq(gw: &Gateway, id: &str, token: &str) -> u64 {
     r.json()["last_seq"].as_u64().expect("last_seq")
 }
 
+/// Sockets of another pair's consultation that fill the writer's queue, and what each sent.
+struct Fillers {
+    consultation: String,
+    sockets: Vec<Client>,
+    /// The client_ids each socket sent, in send order.
+    sent: Vec<Vec<String>>,
+}
+
+impl Fillers {
+    async fn connect(gw: &Gateway, token: &str, consultation: &str, count: usize) -> Fillers {
+        let mut sockets = Vec::with_capacity(count);
+        for _ in 0..count {
+            sockets.push(connect_nodelay(gw.addr, token).await);
+        }
+        Fillers {
+            consultation: consultation.to_owned(),
+            sockets,
+            sent: vec![Vec::new(); count],
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.sent.iter().map(Vec::len).sum()
+    }
+
+    /// With the writer held and `since_hold` sends made since (the writer holds the first),
+    /// sends from the first [`FILLERS`] sockets until the queue holds exactly
+    /// [`QUEUE_CAPACITY`] ops, waiting on the queue depth after each socket's sends.
+    async fn fill(&mut self, gw: &Gateway, mut since_hold: usize) {
+        let mut depth = wait_queued_ops(gw, since_hold.saturating_sub(1));
+        let fill = self.sockets.iter_mut().zip(&mut self.sent).take(FILLERS);
+        for (i, (f, sent)) in fill.enumerate() {
+            let n = MAX_IN_FLIGHT.min(QUEUE_CAPACITY.saturating_sub(depth));
+            if n == 0 {
+                break;
+            }
+            for j in 0..n {
+                let client_id = format!("f{i}-{j}");
+                send(f, &self.consultation, &client_id).await;
+                sent.push(client_id);
+            }
+            since_hold += n;
+            depth = wait_queued_ops(gw, (since_hold - 1).min(QUEUE_CAPACITY));
+        }
+        assert_eq!(
+            depth, QUEUE_CAPACITY,
+            "{FILLERS} filler sockets did not fill the queue"
+        );
+    }
+
+    /// One send from each socket after the first [`FILLERS`]: each meets the full queue.
+    async fn send_waiting(&mut self) {
+        let wait = self.sockets.iter_mut().zip(&mut self.sent).skip(FILLERS);
+        for (i, (w, sent)) in wait.enumerate() {
+            let client_id = format!("w{i}");
+            send(w, &self.consultation, &client_id).await;
+            sent.push(client_id);
+        }
+    }
+
+    /// Every socket gets exactly its acks, in its send order, and the consultation's seqs are
+    /// exactly 1..=N: nothing lost or stored twice.
+    async fn expect_all_acked(&mut self, gw: &Gateway, token: &str) {
+        let mut seqs = Vec::new();
+        for (f, sent) in self.sockets.iter_mut().zip(&self.sent) {
+            let mut last = 0;
+            for client_id in sent {
+                let ack = next_ack(f, "filler").await;
+                assert_eq!(ack["client_id"], client_id.as_str(), "{ack}");
+                let seq = ack["seq"].as_u64().expect("seq");
+                assert!(seq > last, "a filler's seqs follow its sends: {ack}");
+                last = seq;
+                seqs.push(seq);
+            }
+        }
+        let total = u64::try_from(self.total()).expect("fits");
+        seqs.sort_unstable();
+        let dense: Vec<u64> = (1..=total).collect();
+        assert_eq!(seqs, dense, "every filler send acked once, none lost");
+        assert_eq!(
+            last_seq(gw, &self.consultation, token),
+            total,
+            "the filler consultation's last seq"
+        );
+    }
+}
+
+/// [`connect_ready`] with Nagle off: a filler's sends get no answer while the writer is held,
+/// so with Nagle each small frame after the first would wait for the peer's delayed ACK (40 ms).
+async fn connect_nodelay(addr: std::net::SocketAddr, token: &str) -> Client {
+    let (c, _) = connect_ready(addr, token).await;
+    c.ws.get_ref()
+        .get_ref()
+        .set_nodelay(true)
+        .expect("TCP_NODELAY");
+    c
+}
+
 async fn send(c: &mut Client, consultation: &str, client_id: &str) {
     c.send(json!({
         "type": "send",
@@ -198,9 +310,9 @@ fn queue_full_send_waits_session_keeps_delivering_then_all_acked_once_in_order()
     let c = create(&gw, &patient, "d1");
     let cf = create(&gw, &filler, "df");
     smol::block_on(async {
-        let (mut d, _) = connect_ready(gw.addr, &doctor).await;
+        let mut d = connect_nodelay(gw.addr, &doctor).await;
         d.join(&c, 0).await;
-        let (mut p, _) = connect_ready(gw.addr, &patient).await;
+        let mut p = connect_nodelay(gw.addr, &patient).await;
         p.join(&c, 0).await;
         let mut p_sent: Vec<String> = Vec::new();
         for i in 1..=P_BEFORE {
@@ -215,40 +327,31 @@ fn queue_full_send_waits_session_keeps_delivering_then_all_acked_once_in_order()
             let m = next_message(&mut d, "D").await;
             assert_eq!(m["seq"], i, "{m}");
         }
-        let mut fillers = Vec::with_capacity(FILLERS);
-        for _ in 0..FILLERS {
-            fillers.push(connect_ready(gw.addr, &filler).await.0);
-        }
+        let mut fillers = Fillers::connect(&gw, &filler, &cf, FILLERS + WAITERS).await;
 
         // ---------------------------------------------------------- hold and fill
         assert_eq!(hold_writer(&gw, true)["queued_ops"], 0);
-        // Sends since the hold; the writer takes the first and holds it, the rest queue.
-        let mut sent_since_hold = 0usize;
+        // The writer takes P's first queued send and holds it; the rest queue.
         for i in 1..=P_QUEUED {
             let client_id = format!("queued-{i}");
             send(&mut p, &c, &client_id).await;
             p_sent.push(client_id);
-            sent_since_hold += 1;
         }
-        let mut depth = wait_queued_ops(&gw, sent_since_hold - 1);
-        // client_ids each filler sent, in order.
-        let mut filler_sent: Vec<Vec<String>> = vec![Vec::new(); FILLERS];
-        for (i, (f, sent)) in fillers.iter_mut().zip(&mut filler_sent).enumerate() {
-            let n = MAX_IN_FLIGHT.min(QUEUE_CAPACITY.saturating_sub(depth));
-            if n == 0 {
-                break;
-            }
-            for j in 0..n {
-                let client_id = format!("f{i}-{j}");
-                send(f, &cf, &client_id).await;
-                sent.push(client_id);
-            }
-            sent_since_hold += n;
-            depth = wait_queued_ops(&gw, (sent_since_hold - 1).min(QUEUE_CAPACITY));
-        }
+        fillers
+            .fill(&gw, usize::try_from(P_QUEUED).expect("small"))
+            .await;
         assert_eq!(
-            depth, QUEUE_CAPACITY,
-            "the fillers ({FILLERS} sockets) did not fill the queue"
+            fillers.total() + usize::try_from(P_QUEUED).expect("small"),
+            QUEUE_CAPACITY + 1,
+            "the full queue and the held op are P's and the fillers' sends"
+        );
+        fillers.send_waiting().await;
+        // A round trip after the waiters' frames are in the gateway's sockets: their sessions,
+        // woken first, begin to wait before P's does.
+        assert_eq!(
+            queued_ops(&gw),
+            QUEUE_CAPACITY,
+            "a waiter's send was queued"
         );
 
         // ---------------------------------------------------------- P meets the full queue
@@ -311,35 +414,69 @@ fn queue_full_send_waits_session_keeps_delivering_then_all_acked_once_in_order()
         let stored: Vec<(u64, String)> = (1..).zip(p_sent.iter().cloned()).collect();
         assert_eq!(history(&gw, &c, &patient), stored, "C's history");
 
-        // Fillers: each gets exactly its acks in its send order; C_f's seqs are exactly 1..=N.
-        let mut filler_seqs = Vec::new();
-        for (f, sent) in fillers.iter_mut().zip(&filler_sent) {
-            let mut last = 0;
-            for client_id in sent {
-                let ack = next_ack(f, "filler").await;
-                assert_eq!(ack["client_id"], client_id.as_str(), "{ack}");
-                let seq = ack["seq"].as_u64().expect("seq");
-                assert!(seq > last, "a filler's seqs follow its sends: {ack}");
-                last = seq;
-                filler_seqs.push(seq);
-            }
+        fillers.expect_all_acked(&gw, &filler).await;
+    });
+}
+
+#[test]
+fn queue_full_refusal_read_with_waiting_send_is_answered_while_held() {
+    let gw = Gateway::start(&["--dev"]);
+    let patient = mint(&gw, "p1", Role::Patient);
+    let filler = mint(&gw, "pf", Role::Patient);
+    let c = create(&gw, &patient, "d1");
+    let cf = create(&gw, &filler, "df");
+    smol::block_on(async {
+        let mut p = connect_nodelay(gw.addr, &patient).await;
+        let mut fillers = Fillers::connect(&gw, &filler, &cf, FILLERS).await;
+        assert_eq!(hold_writer(&gw, true)["queued_ops"], 0);
+        fillers.fill(&gw, 0).await;
+
+        // One write, so one incoming batch: the refusal (P is no member of the fillers'
+        // consultation, whose room is open) enters P's FIFO as known, then the send to C meets
+        // the full queue and waits with the refusal at the head of the FIFO.
+        let refused = json!({"type": "send", "consultation": cf, "client_id": "refused",
+            "body": "not a member"});
+        let waiting = json!({"type": "send", "consultation": c, "client_id": "waiting",
+            "body": "body of waiting"});
+        for frame in [refused, waiting] {
+            p.ws.feed(frame.to_string().into()).await.expect("feed");
         }
-        let filler_total = filler_sent.iter().map(Vec::len).sum::<usize>();
+        p.ws.flush().await.expect("flush");
+        let error = match p.next_event().await {
+            Event::Json(v) => v,
+            Event::Closed(code) => panic!("P closed ({code:?}) while its send waited"),
+        };
         assert_eq!(
-            filler_total + usize::try_from(P_QUEUED).expect("small"),
-            QUEUE_CAPACITY + 1,
-            "the full queue and the held op were P's and the fillers' sends"
-        );
-        filler_seqs.sort_unstable();
-        let dense: Vec<u64> = (1..=u64::try_from(filler_total).expect("fits")).collect();
-        assert_eq!(
-            filler_seqs, dense,
-            "every filler send acked once, none lost"
+            (
+                error["type"].as_str(),
+                error["code"].as_str(),
+                error["ref"].as_str()
+            ),
+            (Some("error"), Some("not_found"), Some("refused")),
+            "the refusal is answered while the writer is held: {error}"
         );
         assert_eq!(
-            last_seq(&gw, &cf, &filler),
-            u64::try_from(filler_total).expect("fits"),
-            "the filler consultation's last seq"
+            queued_ops(&gw),
+            QUEUE_CAPACITY,
+            "P's waiting send must not have entered the full queue"
         );
+
+        hold_writer(&gw, false);
+        let ack = next_ack(&mut p, "P").await;
+        assert_eq!(
+            (ack["client_id"].as_str(), ack["seq"].as_u64()),
+            (Some("waiting"), Some(1)),
+            "{ack}"
+        );
+        send(&mut p, &c, "after").await;
+        let ack = next_ack(&mut p, "P").await;
+        assert_eq!(
+            (ack["client_id"].as_str(), ack["seq"].as_u64()),
+            (Some("after"), Some(2)),
+            "a stray ack, or a seq skipped: {ack}"
+        );
+        let expected = vec![(1, "waiting".to_owned()), (2, "after".to_owned())];
+        assert_eq!(history(&gw, &c, &patient), expected, "C's history");
+        fillers.expect_all_acked(&gw, &filler).await;
     });
 }
