@@ -480,3 +480,63 @@ fn queue_full_refusal_read_with_waiting_send_is_answered_while_held() {
         fillers.expect_all_acked(&gw, &filler).await;
     });
 }
+
+// ------------------------------------------------------------------ the dev route itself
+
+#[test]
+fn debug_store_faults_bad_body_is_400_and_sets_nothing() {
+    let gw = Gateway::start(&["--dev"]);
+    let bodies: [&[u8]; 6] = [
+        b"{}",
+        b"{\"hold\": 1}",
+        b"{\"fail\": \"yes\"}",
+        b"{\"hold\": true, \"drop\": true}",
+        b"[true]",
+        b"hold",
+    ];
+    for body in bodies {
+        let r = gw.request(
+            "POST",
+            "/debug/store-faults",
+            &[("Content-Type", "application/json")],
+            body,
+        );
+        let shown = String::from_utf8_lossy(body);
+        assert_eq!(r.status, 400, "{shown}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "bad_request", "{shown}");
+    }
+    // Nothing was held: a send still commits at once.
+    let patient = mint(&gw, "p1", Role::Patient);
+    let c = create(&gw, &patient, "d1");
+    smol::block_on(async {
+        let mut p = connect_nodelay(gw.addr, &patient).await;
+        send(&mut p, &c, "free").await;
+        let ack = next_ack(&mut p, "P").await;
+        assert_eq!(ack["seq"], 1, "{ack}");
+    });
+    // Both keys at once: the answer says what was set.
+    let r = gw.request(
+        "POST",
+        "/debug/store-faults",
+        &[("Content-Type", "application/json")],
+        br#"{"fail": false, "hold": false}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"fail": false, "hold": false, "queued_ops": 0})
+    );
+}
+
+#[test]
+fn debug_store_faults_without_dev_is_404() {
+    let gw = Gateway::start(&[]);
+    assert_eq!(gw.get("/debug/store-faults").status, 404);
+    let r = gw.request(
+        "POST",
+        "/debug/store-faults",
+        &[("Content-Type", "application/json")],
+        br#"{"hold": true}"#,
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+}
