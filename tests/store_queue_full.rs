@@ -39,6 +39,15 @@
 //! They rarely do: the commit that answers them wakes P's session, which polls its waiting send
 //! first and finds the room the same batch freed. So the first test's acks prove order and
 //! count, not which branch wrote them; the second test is the one that pins the answer branch.
+//!
+//! Checked by mutating `wait_queued` and `send` by hand: no outgoing branch (first test fails:
+//! no presence while held, which also shows P had read its send by then), no answer branch
+//! (second test fails), the waited-for ticket dropped (both fail: ack missing), the waited-for
+//! send acked before the sends queued ahead of it (first test fails: order).
+//!
+//! Bounds: every frame wait is the harness's `FRAME_TIMEOUT`, every queue wait [`QUEUE_WAIT`];
+//! `FILLERS + WAITERS` (386) filler sockets, `QUEUE_CAPACITY + 1 + WAITERS` sends from fillers
+//! and P, and 5 more from P.
 
 mod support;
 
