@@ -113,22 +113,67 @@ pub fn debug_sleep<'a>(app: &'a App, call: Call<'a>) -> Fut<'a> {
     })
 }
 
-/// `--dev` only, loopback only: `{"fail": true}` makes every store commit fail (the store's
-/// fault-injection hook), `{"fail": false}` heals it — the store-fault tests drive this.
+/// What `POST /debug/store-faults` may set: either switch or both, nothing else.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreFaults {
+    /// `Some(on)`: make every store commit fail (`true`) or heal it (`false`).
+    fail: Option<bool>,
+    /// `Some(on)`: hold the store writer so its queue fills (`true`), or release it (`false`).
+    hold: Option<bool>,
+}
+
+/// The 400 message of a body [`StoreFaults`] does not take.
+const STORE_FAULTS_USAGE: &str =
+    "body must be a JSON object with \"fail\": bool and/or \"hold\": bool, and nothing else";
+
+/// `--dev` only, loopback only: the store's test hooks, for the store-fault and backpressure
+/// tests.
+///
+/// - `POST` `{"fail": bool}` makes every store commit fail (`true`) or heals it (`false`);
+///   `{"hold": bool}` holds the writer (`true`: it keeps the op it took and takes no other, so
+///   the queue fills to `QUEUE_CAPACITY` and sends meet a full queue) or releases it (`false`:
+///   everything queued commits, in order). Either key or both; any other body is 400. Answers
+///   the switches it set and `queued_ops`, e.g. `{"hold":true,"queued_ops":0}`.
+/// - `GET` ([`debug_store_queue`]) answers the queue depth.
 pub fn debug_store_faults<'a>(app: &'a App, call: Call<'a>) -> Fut<'a> {
     Box::pin(async move {
         if !(app.settings().dev && call.request.is_loopback()) {
             return error_reply(ApiError::not_found("no such route"));
         }
-        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&call.request.body) else {
-            return error_reply(ApiError::bad_request("body must be {\"fail\": bool}"));
+        let faults = match serde_json::from_slice::<StoreFaults>(&call.request.body) {
+            Ok(faults) if faults.fail.is_some() || faults.hold.is_some() => faults,
+            _ => return error_reply(ApiError::bad_request(STORE_FAULTS_USAGE)),
         };
-        let Some(fail) = body.get("fail").and_then(serde_json::Value::as_bool) else {
-            return error_reply(ApiError::bad_request("body must be {\"fail\": bool}"));
-        };
-        app.store.set_fail_commits(fail);
-        log::warn!("event=store_fault_injection fail={fail}");
-        json_reply(200, &json!({ "fail": fail }))
+        let mut answer = serde_json::Map::new();
+        if let Some(fail) = faults.fail {
+            app.store.set_fail_commits(fail);
+            log::warn!("event=store_fault_injection fail={fail}");
+            answer.insert("fail".into(), fail.into());
+        }
+        if let Some(hold) = faults.hold {
+            app.store.hold_writer(hold);
+            log::warn!(
+                "event=store_writer_hold hold={hold} queued_ops={}",
+                app.store.queued_ops()
+            );
+            answer.insert("hold".into(), hold.into());
+        }
+        answer.insert("queued_ops".into(), app.store.queued_ops().into());
+        json_reply(200, &answer)
+    })
+}
+
+/// `--dev` only, loopback only: `GET /debug/store-faults` answers `{"queued_ops": N}`, the ops
+/// waiting in the store writer's queue (not yet taken into a batch). A test polls it to wait for
+/// the held writer's queue to fill, an event, instead of sleeping. The switches' state is not
+/// here: the store has no getter for it; the `POST` answer and its `warn` log say what was set.
+pub fn debug_store_queue<'a>(app: &'a App, call: Call<'a>) -> Fut<'a> {
+    Box::pin(async move {
+        if !(app.settings().dev && call.request.is_loopback()) {
+            return error_reply(ApiError::not_found("no such route"));
+        }
+        json_reply(200, &json!({ "queued_ops": app.store.queued_ops() }))
     })
 }
 

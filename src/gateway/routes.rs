@@ -29,6 +29,11 @@ pub fn router() -> Router<HandlerFn> {
             "/debug/store-faults",
             ops::debug_store_faults as HandlerFn,
         )
+        .route(
+            Get,
+            "/debug/store-faults",
+            ops::debug_store_queue as HandlerFn,
+        )
         .route(Get, "/debug/echo", api::debug_echo as HandlerFn)
         .route(Post, "/v1/auth/refresh", api::refresh as HandlerFn)
         .route(Post, "/v1/auth/logout", api::logout as HandlerFn)
