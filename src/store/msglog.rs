@@ -368,7 +368,7 @@ mod tests {
         let end = write(dir.path(), &[message("a", 1, "one")])?;
         let r = MessageLog::open(dir.path(), 0o600)?;
         let step = prewrite(&r.log, end)?;
-        assert!(step >= PREWRITE_STEP && step < PREWRITE_STEP + PAGE_BYTES);
+        assert!((PREWRITE_STEP..PREWRITE_STEP + PAGE_BYTES).contains(&step));
         assert_eq!(prewrite(&r.log, end)?, 0, "enough room: nothing written");
         let len = file_len(dir.path())?;
         assert_eq!(len, end + step);
