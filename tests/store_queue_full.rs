@@ -549,3 +549,71 @@ fn debug_store_faults_without_dev_is_404() {
     );
     assert_eq!(r.status, 404, "{}", r.text());
 }
+
+// ------------------------------------------------------------------ the read deadline
+
+/// Read deadline of the test below, and its heartbeat: a store stall of several read timeouts
+/// is observed by counting pings, not by sleeping.
+const SHORT_READ_TIMEOUT_MS: u64 = 600;
+const SHORT_HEARTBEAT_MS: u64 = 150;
+
+/// A store stall longer than the read timeout closes no session: neither P, whose send waits
+/// for room in the full queue (`wait_queued`), nor the fillers, whose FIFOs are full. Neither
+/// reads frames meanwhile (backpressure), so the client's silence is the store's, and a 4004
+/// ("reconnect") would send every waiting client back into the same stalled store. Both keep
+/// pinging. Fails if `heartbeat` runs while reads are held (P, then every filler, is closed
+/// with 4004 after the read timeout) or if `wait_queued` stops pinging (P sees no ping).
+#[test]
+fn queue_full_longer_than_the_read_timeout_closes_no_session_and_pings_go_on() {
+    let heartbeat = SHORT_HEARTBEAT_MS.to_string();
+    let read_timeout = SHORT_READ_TIMEOUT_MS.to_string();
+    let gw = Gateway::start(&[
+        "--dev",
+        "--heartbeat-ms",
+        &heartbeat,
+        "--read-timeout-ms",
+        &read_timeout,
+    ]);
+    let patient = mint(&gw, "p1", Role::Patient);
+    let filler = mint(&gw, "pf", Role::Patient);
+    let c = create(&gw, &patient, "d1");
+    let cf = create(&gw, &filler, "df");
+    smol::block_on(async {
+        let mut p = connect_nodelay(gw.addr, &patient).await;
+        // Exactly the fillers that fill the queue, each with a full FIFO: a socket with room in
+        // its FIFO reads, and these test clients answer no ping while they are not read, so
+        // the gateway would rightly close a spare one (4004).
+        let full_fifos = QUEUE_CAPACITY / MAX_IN_FLIGHT;
+        assert_eq!(full_fifos * MAX_IN_FLIGHT, QUEUE_CAPACITY);
+        let mut fillers = Fillers::connect(&gw, &filler, &cf, full_fifos).await;
+        assert_eq!(hold_writer(&gw, true)["queued_ops"], 0);
+        // The op the held writer has taken is P's; the fillers fill the queue behind it.
+        send(&mut p, &c, "first").await;
+        fillers.fill(&gw, 1).await;
+        send(&mut p, &c, "waiting").await;
+        // Pings spanning twice the read timeout, counted from after the send was written.
+        let pings = 2 * SHORT_READ_TIMEOUT_MS / SHORT_HEARTBEAT_MS;
+        for _ in 0..pings {
+            match p.next_kind().await {
+                Some("ping") => {}
+                other => panic!("P got {other:?} while its send waited for the store"),
+            }
+        }
+        assert_eq!(
+            queued_ops(&gw),
+            QUEUE_CAPACITY,
+            "the writer was held all along"
+        );
+        hold_writer(&gw, false);
+        for (client_id, seq) in [("first", 1), ("waiting", 2)] {
+            let ack = next_ack(&mut p, "P").await;
+            assert_eq!(
+                (ack["client_id"].as_str(), ack["seq"].as_u64()),
+                (Some(client_id), Some(seq)),
+                "{ack}"
+            );
+        }
+        // Every filler is still open: each gets all its acks (a close fails `next_ack`).
+        fillers.expect_all_acked(&gw, &filler).await;
+    });
+}

@@ -3,7 +3,8 @@
 //! # Invariants
 //! 1. The task owns the socket; it is the only writer. Other parts reach it through its outbox.
 //! 2. Each deadline of SPEC §5 is a named deadline of the session scope: `auth` (first-frame auth
-//!    only), `heartbeat` (read deadline, re-armed by every frame), `idle` (re-armed by join, send,
+//!    only), `heartbeat` (read deadline, re-armed by every frame; suspended while the store
+//!    holds reading back, see [`Session::hold_reads`]), `idle` (re-armed by join, send,
 //!    leave), `token` (re-armed by renew), `session_limit` share one wheel entry armed for the
 //!    earliest ([`crate::scope::deadlines`]); `write_stall` (armed while a write or flush waits
 //!    for the socket) has its own. Alarms `ping` and `token_expiring` only wake the loop.
@@ -316,6 +317,7 @@ impl Session {
             return end;
         }
         loop {
+            self.hold_reads(self.pipeline.is_full());
             let event = {
                 let Session {
                     scope,
@@ -377,10 +379,7 @@ impl Session {
                 },
                 Event::Outgoing(Some(frame)) => Box::pin(self.flush_outbox(frame)).await,
                 Event::Outgoing(None) => Err(End::Close(close::SLOW_CONSUMER, "slow consumer")),
-                Event::Ping => {
-                    self.ping.reset_after(self.settings.heartbeat_ms);
-                    Box::pin(self.write(Message::Ping(Bytes::new()))).await
-                }
+                Event::Ping => Box::pin(self.ping()).await,
                 Event::Expiring => Box::pin(self.warn_expiring()).await,
             };
             // Answers that are ready now leave with this turn's flush (invariant 6). These steps
@@ -408,6 +407,28 @@ impl Session {
             if let Err(end) = step {
                 return end;
             }
+        }
+    }
+
+    /// Writes the heartbeat's Ping and re-arms its alarm.
+    async fn ping(&mut self) -> Result<(), End> {
+        self.ping.reset_after(self.settings.heartbeat_ms);
+        self.write(Message::Ping(Bytes::new())).await
+    }
+
+    /// Suspends `heartbeat` while the session reads no frames because the store holds it
+    /// back (a full FIFO, or a send waiting for room in the store's queue), and re-arms it
+    /// for a whole read timeout when reading resumes. The client's frames then wait in our
+    /// socket buffer: its silence is ours, and a store stall longer than the read timeout must
+    /// not close every waiting socket with 4004 ("reconnect"), whose clients would resend into
+    /// the same stalled store. Pings go on meanwhile.
+    fn hold_reads(&self, held: bool) {
+        match (held, self.deadlines.at(HEARTBEAT)) {
+            (true, Some(_)) => self.deadlines.clear(HEARTBEAT),
+            (false, None) => self
+                .deadlines
+                .set_after(HEARTBEAT, self.settings.read_timeout_ms),
+            _ => {}
         }
     }
 

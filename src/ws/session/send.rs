@@ -8,7 +8,8 @@
 //!
 //! # Implementation
 //! `Consults::try_begin_send` first; on `None`, `Consults::begin_send` under `wait_queued`,
-//! which keeps answering and writing the outbox while it waits (no frame is read meanwhile).
+//! which keeps answering, writing the outbox and pinging while it waits (no frame is read
+//! meanwhile, and `heartbeat` is suspended: `Session::hold_reads`).
 
 use super::{End, Session};
 use crate::consult::frame_json::ack_json;
@@ -81,7 +82,8 @@ impl Session {
     /// looked up in the store), and meanwhile answers
     /// the sends that commit and writes the outbox: a session held back by the store must still
     /// relay what it has committed (the other member's messages wait in the room for those
-    /// seqs) and deliver what others relayed to it. No frame is read meanwhile (backpressure).
+    /// seqs) and deliver what others relayed to it, and keep pinging. No frame is read
+    /// meanwhile (backpressure), so `heartbeat` is suspended until reading resumes.
     async fn wait_queued(
         &mut self,
         begin: impl Future<Output = Result<SendTicket, ConsultError>>,
@@ -91,7 +93,10 @@ impl Session {
             Queued(Result<SendTicket, ConsultError>),
             Answered(String, Outcome),
             Outgoing(Option<Bytes>),
+            Ping,
         }
+        // No frame is read until the send is queued: not the client's silence.
+        self.hold_reads(true);
         // Ends when the store takes the op, or the scope is cancelled; each pass answers or
         // writes one frame.
         loop {
@@ -100,6 +105,7 @@ impl Session {
                     scope,
                     pipeline,
                     outbox_rx,
+                    ping,
                     ..
                 } = &mut *self;
                 let queued = async { Wait::Queued(begin.as_mut().await) };
@@ -108,7 +114,11 @@ impl Session {
                     Wait::Answered(client_id, outcome)
                 };
                 let outgoing = async { Wait::Outgoing(outbox_rx.recv().await) };
-                scope.run(queued.or(answered).or(outgoing)).await
+                let ping = async {
+                    ping.fired().await;
+                    Wait::Ping
+                };
+                scope.run(queued.or(answered).or(outgoing).or(ping)).await
             };
             match waited {
                 Ok(Wait::Queued(begun)) => return Ok(begun),
@@ -117,6 +127,7 @@ impl Session {
                 Ok(Wait::Outgoing(None)) => {
                     return Err(End::Close(close::SLOW_CONSUMER, "slow consumer"))
                 }
+                Ok(Wait::Ping) => self.ping().await?,
                 Err(reason) => return Err(self.end_for(&reason)),
             }
             self.flush().await?;
