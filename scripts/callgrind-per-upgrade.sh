@@ -81,6 +81,8 @@ run() { # connections -> prints "IR_ALL IR_EXECUTOR HELD UPGRADES EXECUTOR_PROFI
 
 read -r big big_ex big_held big_up big_prof < <(run "$conns")
 read -r low low_ex low_held low_up low_prof < <(run "$small")
+# `head` below may end the listing early (SIGPIPE, then pipefail): remove the copies on any exit.
+trap 'rm -f "$big_prof" "$low_prof"' EXIT
 echo "$conns sockets: Ir=$big (executor $big_ex) held=$big_held upgrades=$big_up"
 echo "$small sockets: Ir=$low (executor $low_ex) held=$low_held upgrades=$low_up"
 if [[ $big_held != "$conns" || $low_held != "$small" ]]; then
@@ -101,6 +103,5 @@ echo "  upgrade + auth + join + close: $(((big_ex - low_ex) / n - create))"
 if [[ $top -gt 0 ]]; then
   echo "executor thread, top $top functions by inclusive Ir per socket:"
   join -t $'\t' -a 1 -e 0 -o 0,1.2,2.2 <(inclusive "$big_prof") <(inclusive "$low_prof") |
-    awk -F '\t' -v n="$n" '{printf "%10d  %s\n", ($2 - $3) / n, $1}' | sort -rn | head -n "$top"
+    awk -F '\t' -v n="$n" '{printf "%10d  %s\n", ($2 - $3) / n, $1}' | sort -rn | head -n "$top" || true
 fi
-rm -f "$big_prof" "$low_prof"
