@@ -12,6 +12,7 @@
 //! # Implementation
 //!
 //! - `keys`: loading key files (HS256 secret, Ed25519 PEM), key ids, rotation keys.
+//! - `compact`: the public parts of a token (base64url, header) read for `verify`.
 //! - `claims`: the owned [`Claims`] of a verified token.
 //! - `verify`: [`Keys::verify`] and [`AuthError`].
 //! - `mint`: [`Keys::mint`] and [`MintError`].
@@ -20,6 +21,7 @@
 //! - `revoke`: [`Revoker`], durable-first revocation (logout, refresh reuse).
 
 mod claims;
+mod compact;
 mod keys;
 pub mod live;
 mod mint;

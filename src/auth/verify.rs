@@ -14,22 +14,29 @@
 //!
 //! # Implementation
 //!
-//! `Token::decode_metadata` reads `alg`/`kid` from the unverified header to refuse `none` and
-//! foreign algorithms and to pick the key. jwt-simple then checks the signature, and `iss`/`aud`,
-//! with `VerificationOptions { accept_future: true, time_tolerance: 0, artificial_time: now }`:
+//! The unverified header is decoded once ([`compact`](super::compact): jwt-simple's header rules,
+//! a table base64url decoder) to refuse `none` and foreign algorithms and to pick the key.
+//! EdDSA: jwt-simple's `verify_token` then checks the signature, and `iss`/`aud`, with
+//! `VerificationOptions { accept_future: true, time_tolerance: 0, artificial_time: now }`:
 //! its own future checks are off (ours allow 60 s) and its expiry check (`now <= exp` with zero
-//! tolerance) is weaker than ours, so ours decides. Our own claims (`role`, `sid`, `typ`) are read
+//! tolerance) is weaker than ours, so ours decides. HS256 (every token of the upgrade path):
+//! the same steps in `verify_hs`, with jwt-simple's HMAC and constant-time tag compare, but
+//! without decoding the header twice and the public parts with ct_codecs' constant-time
+//! base64 (~40% of a verify). Our own claims (`role`, `sid`, `typ`) are read
 //! as raw JSON values so that an ill-typed one is `missing_claim`, not a parse failure.
 
 use std::collections::HashSet;
 
 use jwt_simple::prelude::{
-    Duration, EdDSAPublicKeyLike, JWTClaims, MACLike, Token, UnixTimeStamp, VerificationOptions,
+    Audiences, Duration, EdDSAPublicKeyLike, HS256Key, JWTClaims, MACLike, UnixTimeStamp,
+    VerificationOptions,
 };
+use jwt_simple::reexports::ct_codecs;
 use jwt_simple::reexports::serde_json::{self, Value};
 use jwt_simple::JWTError;
 use serde::Deserialize;
 
+use super::compact::{decode_b64url, Header};
 use super::keys::Verifier;
 use super::{Claims, Keys, Revocations, Role, TokenType};
 
@@ -142,23 +149,24 @@ impl Keys {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TooLarge);
         }
-        let meta = Token::decode_metadata(token).map_err(|_| AuthError::Malformed)?;
-        let alg = meta.algorithm();
-        if alg.eq_ignore_ascii_case("none") {
+        let header_b64 = token.split('.').next().unwrap_or_default();
+        let header_json = decode_b64url(header_b64).ok_or(AuthError::Malformed)?;
+        let header = Header::parse(&header_json).ok_or(AuthError::Malformed)?;
+        if header.alg.eq_ignore_ascii_case("none") {
             return Err(AuthError::AlgNone);
         }
-        if alg != self.alg.name() {
+        if header.alg != self.alg.name() {
             return Err(AuthError::WrongAlg);
         }
         let key = self
-            .verifier_for(meta.key_id())
+            .verifier_for(header.kid.as_deref())
             .ok_or(AuthError::UnknownKid)?;
-        let options = self.options(now_unix);
-        let verified = match key {
-            Verifier::Hs(k) => k.verify_token::<RawCustom>(token, Some(options)),
-            Verifier::Ed(k) => k.verify_token::<RawCustom>(token, Some(options)),
+        let raw = match key {
+            Verifier::Hs(k) => self.verify_hs(k, token, &header, now_unix)?,
+            Verifier::Ed(k) => k
+                .verify_token::<RawCustom>(token, Some(self.options(now_unix)))
+                .map_err(|e| classify(&e))?,
         };
-        let raw = verified.map_err(|e| classify(&e))?;
         let nbf = raw.invalid_before.map(|t| t.as_secs());
         let claims = claims_from(raw)?;
         check_times(&claims, nbf, now_unix)?;
@@ -169,6 +177,59 @@ impl Keys {
             return Err(AuthError::Revoked);
         }
         Ok(claims)
+    }
+
+    /// HS256: jwt-simple's `verify_token` steps after the header, with the public parts decoded
+    /// by [`decode_b64url`]: the MAC is jwt-simple's (`authentication_tag`) and is compared in
+    /// constant time (`ct_codecs::verify`, as jwt-simple does); then the payload is parsed into
+    /// jwt-simple's claims type and checked as its `validate` would with [`Self::options`].
+    fn verify_hs(
+        &self,
+        key: &HS256Key,
+        token: &str,
+        header: &Header<'_>,
+        now_unix: u64,
+    ) -> Result<JWTClaims<RawCustom>, AuthError> {
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(tag_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Malformed);
+        };
+        if !header.acceptable() {
+            return Err(AuthError::Malformed);
+        }
+        let tag = decode_b64url(tag_b64).ok_or(AuthError::Malformed)?;
+        let signed = token
+            .get(..header_b64.len() + 1 + payload_b64.len())
+            .ok_or(AuthError::Malformed)?;
+        if !ct_codecs::verify(&key.authentication_tag(signed.as_bytes()), &tag) {
+            return Err(AuthError::BadSignature);
+        }
+        let payload = decode_b64url(payload_b64).ok_or(AuthError::Malformed)?;
+        let raw: JWTClaims<RawCustom> =
+            serde_json::from_slice(&payload).map_err(|e| json_reason(&e))?;
+        // jwt-simple's `validate` under `options()`: expiry with zero tolerance, then `iss`,
+        // then `aud` (its future checks are off; ours follow in `verify`).
+        if raw.expires_at.is_some_and(|exp| now_unix > exp.as_secs()) {
+            return Err(AuthError::Expired);
+        }
+        if let Some(issuer) = &self.issuer {
+            if raw.issuer.as_ref() != Some(issuer) {
+                return Err(AuthError::WrongIssuer);
+            }
+        }
+        if let Some(audience) = &self.audience {
+            let listed = match &raw.audiences {
+                None => false,
+                Some(Audiences::AsString(aud)) => aud == audience,
+                Some(Audiences::AsSet(auds)) => auds.contains(audience),
+            };
+            if !listed {
+                return Err(AuthError::WrongAudience);
+            }
+        }
+        Ok(raw)
     }
 
     /// jwt-simple options: signature and `iss`/`aud` only; times are ours (see module doc).
@@ -203,14 +264,22 @@ fn classify(e: &jwt_simple::Error) -> AuthError {
             _ => AuthError::Malformed,
         };
     }
-    // The header already parsed in `decode_metadata`, so a JSON *data* error here comes from the
+    // The header already parsed in `verify`, so a JSON *data* error here comes from the
     // signed payload: a standard claim (`sub`, `jti`, `iat`, `exp`...) of the wrong type.
-    if let Some(json) = e.downcast_ref::<serde_json::Error>() {
-        if json.classify() == serde_json::error::Category::Data {
-            return AuthError::MissingClaim;
-        }
+    match e.downcast_ref::<serde_json::Error>() {
+        Some(json) => json_reason(json),
+        None => AuthError::Malformed,
     }
-    AuthError::Malformed
+}
+
+/// A signed payload that is not our claims: a JSON *data* error is a standard claim of the
+/// wrong type (`missing_claim`); anything else (syntax, end of input) is `malformed`.
+fn json_reason(e: &serde_json::Error) -> AuthError {
+    if e.classify() == serde_json::error::Category::Data {
+        AuthError::MissingClaim
+    } else {
+        AuthError::Malformed
+    }
 }
 
 /// A non-empty string claim, or `MissingClaim`.
@@ -297,6 +366,210 @@ mod tests {
             check_times(&claims(now, now + 900), Some(now + 61), now),
             Err(AuthError::NotYetValid)
         );
+    }
+
+    // ------------------------------------------------ HS256 path against jwt-simple's own
+    use crate::auth::{KeySettings, KeySource};
+    use jwt_simple::prelude::Token;
+    use jwt_simple::reexports::ct_codecs::{Base64UrlSafeNoPadding, Encoder};
+    use serde_json::json;
+    use std::os::unix::fs::PermissionsExt;
+
+    const NOW: u64 = 1_700_000_000;
+    const SECRET: &[u8] = b"verify-unit-test-secret-0123456789abcdef";
+
+    fn hs_keys(dir: &tempfile::TempDir, issuer: Option<&str>, audience: Option<&str>) -> Keys {
+        let path = dir.path().join("secret");
+        std::fs::write(&path, SECRET).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let settings = KeySettings {
+            source: KeySource::HsSecretFile(path),
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
+            extra_verify_keys: Vec::new(),
+        };
+        Keys::load(&settings, dir.path()).unwrap()
+    }
+
+    /// What `verify` answered before its HS256 fast path: jwt-simple's `decode_metadata` and
+    /// `verify_token`, then the same claim checks.
+    fn reference(keys: &Keys, token: &str) -> Result<Claims, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge);
+        }
+        let meta = Token::decode_metadata(token).map_err(|_| AuthError::Malformed)?;
+        if meta.algorithm().eq_ignore_ascii_case("none") {
+            return Err(AuthError::AlgNone);
+        }
+        if meta.algorithm() != keys.alg.name() {
+            return Err(AuthError::WrongAlg);
+        }
+        let Some(Verifier::Hs(k)) = keys.verifier_for(meta.key_id()) else {
+            return Err(AuthError::UnknownKid);
+        };
+        let raw = k
+            .verify_token::<RawCustom>(token, Some(keys.options(NOW)))
+            .map_err(|e| classify(&e))?;
+        let nbf = raw.invalid_before.map(|t| t.as_secs());
+        let claims = claims_from(raw)?;
+        check_times(&claims, nbf, NOW)?;
+        if claims.typ != TokenType::Access {
+            return Err(AuthError::WrongType);
+        }
+        Ok(claims)
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        Base64UrlSafeNoPadding::encode_to_string(bytes).unwrap()
+    }
+
+    fn signed(header: &str, payload: &str) -> String {
+        let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+        let mac = hmac_sha256::HMAC::mac(input.as_bytes(), SECRET);
+        format!("{input}.{}", b64(&mac))
+    }
+
+    fn headers(kid: &str) -> Vec<String> {
+        let mut all: Vec<String> = [
+            json!({"alg": "HS256", "typ": "JWT", "kid": kid}),
+            json!({"alg": "HS256"}),
+            json!({"alg": "HS256", "kid": "00000000"}),
+            json!({"alg": "HS256", "kid": 5}),
+            json!({"alg": "HS256", "typ": "at+jwt", "kid": kid}),
+            json!({"alg": "HS256", "typ": "JOSE"}),
+            json!({"alg": "HS256", "crit": ["exp"]}),
+            json!({"alg": "HS256", "crit": []}),
+            json!({"alg": "HS256", "salt": "AA"}),
+            json!({"alg": "HS256", "x5u": 1}),
+            json!({"alg": "HS256", "other": {"a": 1}}),
+            json!({"alg": "none"}),
+            json!({"alg": "NONE", "typ": "JWT"}),
+            json!({"alg": "HS384"}),
+            json!({"typ": "JWT"}),
+        ]
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+        all.push(r#"{"alg":"HS256","alg":"HS256"}"#.to_string());
+        all.push(r#"{"alg":"HS\u00325\u0036"}"#.to_string());
+        all.push("not json".to_string());
+        all
+    }
+
+    fn payloads() -> Vec<String> {
+        let base = json!({"sub": "p1", "role": "patient", "sid": "s1", "jti": "j1",
+                          "iat": NOW, "exp": NOW + 900, "typ": "access",
+                          "iss": "iss-1", "aud": "aud-1"});
+        let with = |key: &str, value: serde_json::Value| {
+            let mut p = base.clone();
+            p[key] = value;
+            p.to_string()
+        };
+        let without = |key: &str| {
+            let mut p = base.clone();
+            p.as_object_mut().map(|o| o.remove(key));
+            p.to_string()
+        };
+        vec![
+            base.to_string(),
+            with("exp", json!(NOW)),
+            with("exp", json!(NOW - 1)),
+            with("exp", json!((NOW + 900) as f64 + 0.5)),
+            with("exp", json!(-5)),
+            with("exp", json!("soon")),
+            without("exp"),
+            with("iat", json!(NOW + 61)),
+            with("nbf", json!(NOW + 61)),
+            with("nbf", json!(NOW + 59)),
+            with("iss", json!("other")),
+            without("iss"),
+            with("iss", json!(7)),
+            with("aud", json!(["x", "aud-1"])),
+            with("aud", json!(["x"])),
+            with("aud", json!([])),
+            without("aud"),
+            with("aud", json!(3)),
+            with("sub", json!(1)),
+            with("sub", json!("")),
+            with("role", json!(1)),
+            with("role", json!("nurse")),
+            with("sid", json!(null)),
+            with("typ", json!("refresh")),
+            with("extra", json!({"deep": [1, 2]})),
+            {
+                let mut p = base.clone();
+                p["exp"] = json!(NOW - 1);
+                p["iss"] = json!("other");
+                p.to_string()
+            },
+            {
+                let mut p = base.clone();
+                p["exp"] = json!(NOW);
+                p["iss"] = json!("other");
+                p.to_string()
+            },
+            r#"{"sub":"a\u0062","role":"doctor","sid":"s","jti":"j","iat":1,"exp":9999999999,"typ":"access","iss":"iss-1","aud":"aud-1"}"#.to_string(),
+            r#"{"sub":"a","sub":"b"}"#.to_string(),
+            "[1,2]".to_string(),
+            "".to_string(),
+            "{".to_string(),
+        ]
+    }
+
+    #[test]
+    fn verify_hs256_agrees_with_jwt_simple_on_every_variant() {
+        let dir = tempfile::tempdir().unwrap();
+        for (issuer, audience) in [(Some("iss-1"), Some("aud-1")), (None, None)] {
+            let keys = hs_keys(&dir, issuer, audience);
+            let revoked = Revocations::new();
+            let mut checked = 0;
+            for header in headers(keys.kid()) {
+                for payload in payloads() {
+                    let token = signed(&header, &payload);
+                    let ours = keys.verify(&token, TokenType::Access, NOW, &revoked);
+                    assert_eq!(
+                        ours,
+                        reference(&keys, &token),
+                        "header={header} payload={payload}"
+                    );
+                    checked += usize::from(ours.is_ok());
+                }
+            }
+            assert!(checked > 0, "some variants must verify");
+        }
+    }
+
+    #[test]
+    fn verify_hs256_tampered_or_misshapen_agrees_with_jwt_simple() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = hs_keys(&dir, None, None);
+        let revoked = Revocations::new();
+        let header = json!({"alg": "HS256", "typ": "JWT", "kid": keys.kid()}).to_string();
+        let payload = payloads().swap_remove(0);
+        let good = signed(&header, &payload);
+        let (input, tag) = good.rsplit_once('.').unwrap();
+        let last = tag.chars().last().unwrap();
+        let bumped = if last == 'A' { 'B' } else { 'A' };
+        let variants = [
+            good.clone(),
+            format!("{input}.{}{bumped}", &tag[..tag.len() - 1]),
+            format!("{input}.{tag}="),
+            format!("{input}.{tag}A"),
+            format!("{input}.{}", &tag[..tag.len() - 1]),
+            format!("{input}.{tag}AAAA"),
+            format!("{input}."),
+            input.to_string(),
+            format!("{good}.x"),
+            format!("{input}.{}", tag.replace('-', "+").replace('_', "/")),
+            String::new(),
+            ".".to_string(),
+            "..".to_string(),
+        ];
+        for token in variants {
+            let ours = keys.verify(&token, TokenType::Access, NOW, &revoked);
+            assert_eq!(ours, reference(&keys, &token), "token={token}");
+        }
+        assert!(keys.verify(&good, TokenType::Access, NOW, &revoked).is_ok());
     }
 
     #[test]

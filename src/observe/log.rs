@@ -11,7 +11,8 @@
 //! - [`init_logging`] is idempotent: only the first call installs the logger.
 //!
 //! # Implementation
-//! The filter comes from `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]). Conventional field names:
+//! The filter comes from `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]), the write style from
+//! `RUST_LOG_STYLE` (default [`DEFAULT_LOG_STYLE`]: no scan for colour codes). Conventional field names:
 //! `event` (what happened, snake_case, first), `trace_id`, `scope` (the scope path, e.g.
 //! `server/conn#12/ws#3`), `deadline` (which deadline fired), `peer`, `code`, `reason`,
 //! `elapsed_ms`. Example:
@@ -23,13 +24,23 @@ use std::io::Write as _;
 /// The filter when `RUST_LOG` is unset: operators see lifecycle events, not per-frame chatter.
 pub const DEFAULT_LOG_FILTER: &str = "info";
 
+/// The write style when `RUST_LOG_STYLE` is unset: `always`, i.e. write our bytes as they are.
+/// Our lines carry no colour codes, and with `never` (what `auto` becomes when stderr is a file
+/// or a pipe) env_logger scans every line for ANSI sequences to strip them: about half of a log
+/// line's cost, three lines per WebSocket (docs/perf.md, "Upgrades: instructions per upgrade").
+/// Client-controlled values cannot carry an escape sequence anyway: [`LogValue`] escapes
+/// control characters.
+pub const DEFAULT_LOG_STYLE: &str = "always";
+
 /// Longest client-controlled value written to a log line, in characters; a longer one is cut
 /// and marked with `...` so a hostile client cannot make each line arbitrarily large.
 pub const MAX_LOG_VALUE_CHARS: usize = 256;
 
 /// Installs the logger once; later calls do nothing (tests call this from many places).
 pub fn init_logging() {
-    let env = env_logger::Env::default().default_filter_or(DEFAULT_LOG_FILTER);
+    let env = env_logger::Env::default()
+        .default_filter_or(DEFAULT_LOG_FILTER)
+        .default_write_style_or(DEFAULT_LOG_STYLE);
     let _already_installed = env_logger::Builder::from_env(env)
         .format(|buf, record| {
             let ts = buf.timestamp_millis();
