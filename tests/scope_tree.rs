@@ -286,8 +286,8 @@ fn reparented_session_survives_its_upgrade_request() {
         session.reparent(&server.downgrade());
         drop(request);
         assert!(!session.is_cancelled(), "the session outlives its request");
-        assert!(session.path().starts_with("server:"));
-        assert!(!session.path().contains("req:"));
+        assert!(session.path().to_string().starts_with("server:"));
+        assert!(!session.path().to_string().contains("req:"));
         // Not re-parented: dies with the request (the incident's bug, for contrast).
         let request2 = conn.child(ScopeKind::Request, "upgrade2");
         let orphan = request2.child(ScopeKind::Session, "u2");

@@ -147,7 +147,7 @@ impl Service for App {
             r.bytes,
             r.micros,
             r.scope.path(),
-            r.scope.trace_id().as_deref().unwrap_or("-")
+            r.scope.trace_id_hex()
         );
     }
 }

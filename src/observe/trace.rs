@@ -20,6 +20,7 @@
 //! per-thread counter and the clock: unpredictable enough for trace ids (which are for
 //! correlation, not security) without a new dependency.
 
+use crate::scope::TraceIdHex;
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -27,8 +28,9 @@ use std::hash::BuildHasher;
 
 /// Length of a version-00 `traceparent` (W3C §3.2.2: 2 + 1 + 32 + 1 + 16 + 1 + 2).
 pub const TRACEPARENT_V00_LEN: usize = 55;
-/// Bytes in a trace id (W3C §3.2.2.3: 16 bytes, 32 hex digits).
-pub const TRACE_ID_BYTES: usize = 16;
+/// Bytes in a trace id (W3C §3.2.2.3: 16 bytes, 32 hex digits); defined with the scope's
+/// trace-id field, which holds them.
+pub use crate::scope::fields::TRACE_ID_BYTES;
 /// Bytes in a parent (span) id (W3C §3.2.2.4: 8 bytes, 16 hex digits).
 pub const PARENT_ID_BYTES: usize = 8;
 /// The `sampled` bit of trace-flags (W3C §3.2.2.5.1).
@@ -110,6 +112,11 @@ impl TraceParent {
         let mut out = String::with_capacity(TRACE_ID_BYTES * 2);
         push_hex(&mut out, &self.trace_id);
         out
+    }
+
+    /// The trace id as a log field (`trace_id=`), written without a `String`.
+    pub fn trace_id_field(&self) -> TraceIdHex {
+        TraceIdHex(Some(self.trace_id))
     }
 
     /// The parent (span) id as 16 lowercase hex digits.

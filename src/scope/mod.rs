@@ -8,6 +8,7 @@
 //! - [`node`]: the tree, cancellation with reasons, timers, effective deadlines.
 //! - [`deadlines`]: several deadlines of one scope on one wheel entry.
 //! - [`task`]: tasks owned by scopes, panics caught at the scope.
+//! - [`fields`]: a scope's path and trace id as log fields, written without a `String`.
 //! - [`registry`]: live scopes and the `/debug/scopes` dump.
 //! - [`runtime`]: the executor loop with one cached `now` per turn.
 //!
@@ -15,6 +16,7 @@
 //! See [`node`] (tree and cancellation) and [`task`] (ownership of tasks).
 
 pub mod deadlines;
+pub mod fields;
 pub mod node;
 pub mod reason;
 pub mod registry;
@@ -24,6 +26,7 @@ mod slab;
 pub mod task;
 
 pub use deadlines::ScopeDeadlines;
+pub use fields::{ScopePath, TraceIdHex};
 pub use node::{Runtime, Scope, ScopeKind, ScopeRef, ScopeTimer, TimerKind};
 pub use reason::CancelReason;
 pub use registry::dump;

@@ -15,6 +15,7 @@
 //! node with `Finished` and drops the tasks it still owns (which cancels them at once).
 
 use super::deadlines::{DeadlineSet, ScopeDeadlines};
+use super::fields::{ScopePath, TraceIdHex, TRACE_ID_BYTES};
 use super::reason::CancelReason;
 use super::registry::Registry;
 use super::slab::{LazySlab, Slab};
@@ -120,7 +121,7 @@ pub(crate) struct Node {
     pub(crate) registry_slot: u32,
     /// A W3C trace id for logs, set by the session or request that runs here; kept as its 16
     /// bytes (a hex `String` cost every session another allocation).
-    pub(crate) trace_id: Cell<Option<[u8; 16]>>,
+    pub(crate) trace_id: Cell<Option<[u8; TRACE_ID_BYTES]>>,
     /// This node, for timer owners and cancellation; set once at creation (`Rc::new_cyclic`).
     pub(crate) self_weak: Weak<Node>,
     /// Run once with the reason when this node is cancelled ([`Scope::on_cancel`]).
@@ -164,7 +165,7 @@ impl TimerOwner for Node {
                 log::info!(
                     "event=deadline_fired deadline={name} scope={} trace_id={}",
                     self.path(),
-                    self.trace_id_hex().as_deref().unwrap_or("-")
+                    self.trace_id_hex()
                 );
                 self.cancel(CancelReason::Deadline(name));
             }
@@ -203,42 +204,19 @@ impl Node {
         Some(out)
     }
 
-    /// The trace id as 32 lowercase hex digits, if one was set.
-    pub(crate) fn trace_id_hex(&self) -> Option<String> {
-        self.trace_id.get().map(|bytes| {
-            use std::fmt::Write;
-            let mut hex = String::with_capacity(32);
-            for b in bytes {
-                let _ = write!(hex, "{b:02x}");
-            }
-            hex
-        })
+    /// The trace id as a log field: 32 lowercase hex digits, `-` if none was set.
+    pub(crate) fn trace_id_hex(&self) -> TraceIdHex {
+        TraceIdHex(self.trace_id.get())
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
         self.reason.borrow().is_some()
     }
 
-    /// `kind:id` segments from the root down, e.g. `server:1/conn:7/session:9`.
-    /// Built into one `String` (it is in every session's log lines: ~2% of the upgrade path's
-    /// CPU went to a `String` per segment and the join).
-    pub(crate) fn path(&self) -> String {
-        use std::fmt::Write;
-        let mut chain = vec![(self.kind, self.id)];
-        let mut cursor = self.parent.borrow().as_ref().map(|(p, _)| p.clone());
-        // Bounded by the tree's depth (a handful of levels).
-        while let Some(node) = cursor {
-            chain.push((node.kind, node.id));
-            cursor = node.parent.borrow().as_ref().map(|(p, _)| p.clone());
-        }
-        let mut path = String::with_capacity(16 * chain.len());
-        for (kind, id) in chain.iter().rev() {
-            if !path.is_empty() {
-                path.push('/');
-            }
-            let _ = write!(path, "{}:{id}", kind.as_str());
-        }
-        path
+    /// `kind:id` segments from the root down, e.g. `server:1/conn:7/session:9`, written
+    /// into the formatter when shown (no `String`: it is in every session's log lines).
+    pub(crate) fn path(&self) -> ScopePath<'_> {
+        ScopePath(self)
     }
 
     /// Cancels this node and everything below it (invariants 2-4).
@@ -420,7 +398,9 @@ impl Scope {
         self.node.kind
     }
 
-    pub fn path(&self) -> String {
+    /// This scope's path as it is now (see [`ScopePath`]): shown with `{}`, or
+    /// `.to_string()`.
+    pub fn path(&self) -> ScopePath<'_> {
         self.node.path()
     }
 
@@ -433,7 +413,16 @@ impl Scope {
         self.node.trace_id.set(parse_trace_id(trace_id));
     }
 
+    /// The trace id as 32 lowercase hex digits, if one was set.
     pub fn trace_id(&self) -> Option<String> {
+        self.node
+            .trace_id
+            .get()
+            .map(|_| self.node.trace_id_hex().to_string())
+    }
+
+    /// The trace id as a log field (`-` if none was set), written without a `String`.
+    pub fn trace_id_hex(&self) -> TraceIdHex {
         self.node.trace_id_hex()
     }
 
@@ -528,17 +517,28 @@ impl std::fmt::Debug for Scope {
     }
 }
 
-/// The 16 bytes of a trace id written as 32 hex digits; `None` for anything else.
-fn parse_trace_id(hex: &str) -> Option<[u8; 16]> {
-    if hex.len() != 32 {
+/// The 16 bytes of a trace id written as 32 hex digits (either case); `None` for anything
+/// else. Decoded a nibble at a time: every upgrade and request sets one.
+fn parse_trace_id(hex: &str) -> Option<[u8; TRACE_ID_BYTES]> {
+    let digits = hex.as_bytes();
+    if digits.len() != TRACE_ID_BYTES * 2 {
         return None;
     }
-    let mut bytes = [0u8; 16];
-    for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
-        let pair = std::str::from_utf8(pair).ok()?;
-        *byte = u8::from_str_radix(pair, 16).ok()?;
+    let mut bytes = [0u8; TRACE_ID_BYTES];
+    for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+        let [high, low] = pair else { return None };
+        *byte = hex_nibble(*high)? << 4 | hex_nibble(*low)?;
     }
     Some(bytes)
+}
+
+fn hex_nibble(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// A non-owning reference to a scope: can cancel and observe it, never keeps it alive.
@@ -624,11 +624,19 @@ mod tests {
         let scope = rt.root(ScopeKind::Server, "t");
         scope.set_trace_id(hex);
         assert_eq!(scope.trace_id().as_deref(), Some(hex));
+        scope.set_trace_id("0AF7651916CD43DD8448EB211C80319C");
+        assert_eq!(
+            scope.trace_id().as_deref(),
+            Some(hex),
+            "upper case is read too"
+        );
         for bad in [
             "",
             "0af7",
             "zzf7651916cd43dd8448eb211c80319c",
             "é0af7651916cd43dd8448eb211c80319",
+            "+af7651916cd43dd8448eb211c80319c",
+            "0af7651916cd43dd8448eb211c80319c0",
         ] {
             scope.set_trace_id(bad);
             assert_eq!(scope.trace_id(), None, "input {bad:?}");
@@ -647,8 +655,8 @@ mod tests {
             conn.id(),
             session.id()
         );
-        assert_eq!(session.path(), expected);
-        assert_eq!(server.path(), format!("server:{}", server.id()));
+        assert_eq!(session.path().to_string(), expected);
+        assert_eq!(server.path().to_string(), format!("server:{}", server.id()));
     }
 
     #[test]

@@ -179,7 +179,7 @@ fn report_panic(scope: &ScopeRef, payload: &(dyn std::any::Any + Send)) -> Cance
     let path = scope
         .node
         .upgrade()
-        .map(|n| n.path())
+        .map(|n| n.path().to_string())
         .unwrap_or_else(|| "-".to_owned());
     log::error!(
         "event=panic scope={path} panic={:?}",

@@ -268,7 +268,7 @@ async fn open(start: Box<Start>) -> (Session, Option<Claims>, Box<dyn Any>) {
     log::info!(
         "event=ws_open session={id} peer={peer} mode={mode:?} scope={} trace_id={}",
         session.scope.path(),
-        session.trace.trace_id_hex()
+        session.trace.trace_id_field()
     );
     (session, claims, guard)
 }
@@ -648,7 +648,7 @@ impl Session {
             crate::observe::LogValue(&claims.sub),
             claims.role,
             self.scope.path(),
-            self.trace.trace_id_hex()
+            self.trace.trace_id_field()
         );
         self.claims = Some(SessionClaims {
             sub: Rc::from(claims.sub),
@@ -874,7 +874,7 @@ impl Session {
             code.map_or_else(|| "-".to_owned(), |c| c.to_string()),
             reason.map_or_else(|| "peer".to_owned(), |r| r.to_string()),
             self.scope.path(),
-            self.trace.trace_id_hex()
+            self.trace.trace_id_field()
         );
     }
 }
