@@ -265,11 +265,23 @@ async fn open(start: Box<Start>) -> (Session, Option<Claims>, Box<dyn Any>) {
         unflushed: false,
     };
     session.write_stall.cancel();
-    log::info!(
-        "event=ws_open session={id} peer={peer} mode={mode:?} scope={} trace_id={}",
-        session.scope.path(),
-        session.trace.trace_id_field()
-    );
+    // One line for the upgrade and, when the token came on it, its authentication: a second
+    // line in the same turn cost every socket ~6k instructions (docs/perf.md, "Upgrades").
+    // First-frame `auth` logs `ws_authenticated` when it succeeds.
+    match &claims {
+        Some(claims) => log::info!(
+            "event=ws_open session={id} peer={peer} mode={mode:?} authenticated=true user={} role={} scope={} trace_id={}",
+            crate::observe::LogValue(&claims.sub),
+            claims.role,
+            session.scope.path(),
+            session.trace.trace_id_field()
+        ),
+        None => log::info!(
+            "event=ws_open session={id} peer={peer} mode={mode:?} authenticated=false scope={} trace_id={}",
+            session.scope.path(),
+            session.trace.trace_id_field()
+        ),
+    }
     (session, claims, guard)
 }
 
@@ -593,6 +605,14 @@ impl Session {
         {
             Ok(claims) => {
                 self.deadlines.clear(AUTH);
+                log::info!(
+                    "event=ws_authenticated session={} user={} role={} scope={} trace_id={}",
+                    self.id,
+                    crate::observe::LogValue(&claims.sub),
+                    claims.role,
+                    self.scope.path(),
+                    self.trace.trace_id_field()
+                );
                 self.authenticated(claims).await
             }
             Err(error) => {
@@ -642,14 +662,6 @@ impl Session {
             idle_timeout_s: self.settings.idle_timeout_ms / 1000,
         }
         .to_json();
-        log::info!(
-            "event=ws_authenticated session={} user={} role={} scope={} trace_id={}",
-            self.id,
-            crate::observe::LogValue(&claims.sub),
-            claims.role,
-            self.scope.path(),
-            self.trace.trace_id_field()
-        );
         self.claims = Some(SessionClaims {
             sub: Rc::from(claims.sub),
             role: claims.role,
