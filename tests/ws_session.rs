@@ -113,6 +113,71 @@ fn upgrade_foreign_origin_is_403() {
     });
 }
 
+// ------------------------------------------------------------------ log lines
+
+#[test]
+fn log_upgrade_with_bearer_is_one_ws_open_line_with_user_and_role() {
+    let p = pair(&[]);
+    smol::block_on(async {
+        let (_patient, _) = connect_ready(p.gw.addr, &p.patient).await;
+        let open = p.gw.wait_log("event=ws_open");
+        for field in [
+            "peer=127.0.0.1:",
+            "mode=Chat",
+            "authenticated=true",
+            "user=p1",
+            "role=patient",
+            "scope=server:",
+            "/session:",
+        ] {
+            assert!(open.contains(field), "{field} missing: {open}");
+        }
+        let trace_id = open
+            .split("trace_id=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_default();
+        assert_eq!(trace_id.len(), 32, "{open}");
+        assert!(trace_id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        // The bearer's session logs no `ws_authenticated`: the next one is the first-frame
+        // socket's.
+        let (_doctor, _) = connect_first_frame(p.gw.addr, &p.doctor).await;
+        let authenticated = p.gw.wait_log("event=ws_authenticated");
+        assert!(authenticated.contains("user=d1"), "{authenticated}");
+        assert!(authenticated.contains("role=doctor"), "{authenticated}");
+    });
+}
+
+#[test]
+fn log_first_frame_auth_ws_open_is_unauthenticated_then_ws_authenticated() {
+    let p = pair(&[]);
+    smol::block_on(async {
+        let (_doctor, _) = connect_first_frame(p.gw.addr, &p.doctor).await;
+        let open = p.gw.wait_log("event=ws_open");
+        assert!(open.contains("authenticated=false"), "{open}");
+        assert!(!open.contains("user="), "{open}");
+        let authenticated = p.gw.wait_log("event=ws_authenticated");
+        assert!(authenticated.contains("user=d1"), "{authenticated}");
+        assert!(authenticated.contains("scope=server:"), "{authenticated}");
+    });
+}
+
+#[test]
+fn log_upgrade_access_line_is_not_at_info_but_other_requests_are() {
+    let p = pair(&[]);
+    smol::block_on(async {
+        let (_patient, _) = connect_ready(p.gw.addr, &p.patient).await;
+        // The 101 is recorded before the session starts, so before this request's line.
+        let health = p.gw.get("/healthz");
+        assert_eq!(health.status, 200);
+        let access = p.gw.wait_log("event=http_request method=GET");
+        assert!(access.contains("path=/healthz"), "{access}");
+        assert!(access.contains("status=200"), "{access}");
+    });
+}
+
 #[test]
 fn auth_first_frame_valid_gets_ready() {
     let p = pair(&[]);

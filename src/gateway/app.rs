@@ -24,6 +24,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
+/// The status of an accepted upgrade (RFC 9110 §15.2.2): its access line goes to `debug`.
+const STATUS_SWITCHING_PROTOCOLS: u16 = 101;
+
 pub struct App {
     pub settings: RefCell<Settings>,
     pub rt: Rc<Runtime>,
@@ -137,9 +140,18 @@ impl Service for App {
         }
     }
 
+    /// The access line, at `info`; an upgrade's (101) at `debug`: its record at `info` is the
+    /// session's `event=ws_open` (peer, mode, user, scope, trace_id: the same trace), one line
+    /// per event (SPEC §7). The 101 line cost every socket ~14k instructions (docs/perf.md).
     fn record(&self, r: &AccessRecord<'_>) {
         self.metrics.observe_http(r.status, r.micros as f64 / 1e6);
-        log::info!(
+        let level = if r.status == STATUS_SWITCHING_PROTOCOLS {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
             "event=http_request method={} path={} status={} bytes={} duration_us={} scope={} trace_id={}",
             r.method,
             crate::observe::LogValue(r.path),
