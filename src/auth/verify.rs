@@ -20,16 +20,16 @@
 //! `VerificationOptions { accept_future: true, time_tolerance: 0, artificial_time: now }`:
 //! its own future checks are off (ours allow 60 s) and its expiry check (`now <= exp` with zero
 //! tolerance) is weaker than ours, so ours decides. HS256 (every token of the upgrade path):
-//! the same steps in `verify_hs`, with jwt-simple's HMAC and constant-time tag compare, but
-//! without decoding the header twice and the public parts with ct_codecs' constant-time
-//! base64 (~40% of a verify). Our own claims (`role`, `sid`, `typ`) are read
+//! the same steps in `verify_hs`, with the HMAC keyed once per key ([`HsMac`], tags equal to
+//! jwt-simple's `authentication_tag`) and jwt-simple's constant-time tag compare, but without
+//! decoding the header twice and the public parts with ct_codecs' constant-time base64
+//! (~40% of a verify). Our own claims (`role`, `sid`, `typ`) are read
 //! as raw JSON values so that an ill-typed one is `missing_claim`, not a parse failure.
 
 use std::collections::HashSet;
 
 use jwt_simple::prelude::{
-    Audiences, Duration, EdDSAPublicKeyLike, HS256Key, JWTClaims, MACLike, UnixTimeStamp,
-    VerificationOptions,
+    Audiences, Duration, EdDSAPublicKeyLike, JWTClaims, UnixTimeStamp, VerificationOptions,
 };
 use jwt_simple::reexports::ct_codecs;
 use jwt_simple::reexports::serde_json::{self, Value};
@@ -37,7 +37,7 @@ use jwt_simple::JWTError;
 use serde::Deserialize;
 
 use super::compact::{decode_b64url, Header};
-use super::keys::Verifier;
+use super::keys::{HsMac, Verifier};
 use super::{Claims, Keys, Revocations, Role, TokenType};
 
 /// Largest token accepted, in bytes: our tokens are ~350 bytes; 8 KiB bounds the work an
@@ -162,7 +162,7 @@ impl Keys {
             .verifier_for(header.kid.as_deref())
             .ok_or(AuthError::UnknownKid)?;
         let raw = match key {
-            Verifier::Hs(k) => self.verify_hs(k, token, &header, now_unix)?,
+            Verifier::Hs(mac) => self.verify_hs(mac, token, &header, now_unix)?,
             Verifier::Ed(k) => k
                 .verify_token::<RawCustom>(token, Some(self.options(now_unix)))
                 .map_err(|e| classify(&e))?,
@@ -180,12 +180,13 @@ impl Keys {
     }
 
     /// HS256: jwt-simple's `verify_token` steps after the header, with the public parts decoded
-    /// by [`decode_b64url`]: the MAC is jwt-simple's (`authentication_tag`) and is compared in
-    /// constant time (`ct_codecs::verify`, as jwt-simple does); then the payload is parsed into
+    /// by [`decode_b64url`]: the MAC is [`HsMac::tag`] (jwt-simple's `authentication_tag`
+    /// without re-hashing the key's pad blocks) and is compared in constant time
+    /// (`ct_codecs::verify`, as jwt-simple does); then the payload is parsed into
     /// jwt-simple's claims type and checked as its `validate` would with [`Self::options`].
     fn verify_hs(
         &self,
-        key: &HS256Key,
+        mac: &HsMac,
         token: &str,
         header: &Header<'_>,
         now_unix: u64,
@@ -203,7 +204,7 @@ impl Keys {
         let signed = token
             .get(..header_b64.len() + 1 + payload_b64.len())
             .ok_or(AuthError::Malformed)?;
-        if !ct_codecs::verify(&key.authentication_tag(signed.as_bytes()), &tag) {
+        if !ct_codecs::verify(&mac.tag(signed.as_bytes()), &tag) {
             return Err(AuthError::BadSignature);
         }
         let payload = decode_b64url(payload_b64).ok_or(AuthError::Malformed)?;
@@ -370,7 +371,7 @@ mod tests {
 
     // ------------------------------------------------ HS256 path against jwt-simple's own
     use crate::auth::{KeySettings, KeySource};
-    use jwt_simple::prelude::Token;
+    use jwt_simple::prelude::{HS256Key, MACLike, Token};
     use jwt_simple::reexports::ct_codecs::{Base64UrlSafeNoPadding, Encoder};
     use serde_json::json;
     use std::os::unix::fs::PermissionsExt;
@@ -404,9 +405,10 @@ mod tests {
         if meta.algorithm() != keys.alg.name() {
             return Err(AuthError::WrongAlg);
         }
-        let Some(Verifier::Hs(k)) = keys.verifier_for(meta.key_id()) else {
+        let Some(Verifier::Hs(_)) = keys.verifier_for(meta.key_id()) else {
             return Err(AuthError::UnknownKid);
         };
+        let k = HS256Key::from_bytes(SECRET).with_key_id(keys.kid());
         let raw = k
             .verify_token::<RawCustom>(token, Some(keys.options(NOW)))
             .map_err(|e| classify(&e))?;
