@@ -18,6 +18,7 @@
 
 pub mod close;
 pub mod handshake;
+pub mod heartbeat;
 pub mod limits;
 pub mod pipeline;
 pub mod session;

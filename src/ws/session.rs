@@ -239,7 +239,10 @@ async fn open(start: Box<Start>) -> (Session, Option<Claims>, Box<dyn Any>) {
     deadlines.set(SESSION_LIMIT, now + settings.session_limit_ms);
     let session = Session {
         deadlines,
-        ping: scope.alarm("ping", now + settings.heartbeat_ms),
+        ping: scope.alarm(
+            "ping",
+            now + super::heartbeat::first_ping_after_ms(id, settings.heartbeat_ms),
+        ),
         write_stall: scope.deadline("write_stall", u64::MAX),
         expiring: None,
         bucket: SendBucket::new(settings.send_rate_per_s, settings.send_burst, now),
