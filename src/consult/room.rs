@@ -232,13 +232,7 @@ impl Room {
     }
 
     fn presence_frame(&self, user: &str, online: bool) -> Bytes {
-        ServerFrame::Presence {
-            consultation: &self.id,
-            user,
-            online,
-        }
-        .to_json()
-        .into()
+        super::frame_json::presence_json(&self.id, user, online).into()
     }
 }
 

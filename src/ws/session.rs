@@ -653,15 +653,14 @@ impl Session {
         self.deadlines.set(TOKEN, token_at);
         self.expiring = Some(self.scope.alarm("token_expiring", expiring_at));
         self.ctx.metrics.session_started();
-        let ready = ServerFrame::Ready {
-            session: self.id,
-            user: &claims.sub,
-            role: claims.role.as_str(),
-            token_exp: claims.exp,
-            heartbeat_s: self.settings.heartbeat_ms / 1000,
-            idle_timeout_s: self.settings.idle_timeout_ms / 1000,
-        }
-        .to_json();
+        let ready = crate::consult::frame_json::ready_json(
+            self.id,
+            &claims.sub,
+            claims.role.as_str(),
+            claims.exp,
+            self.settings.heartbeat_ms / 1000,
+            self.settings.idle_timeout_ms / 1000,
+        );
         self.claims = Some(SessionClaims {
             sub: Rc::from(claims.sub),
             role: claims.role,
@@ -820,14 +819,11 @@ impl Session {
         if live_last.is_some() {
             self.joined.insert(consultation.to_owned());
         }
-        self.write_text(
-            ServerFrame::Joined {
-                consultation,
-                last_seq,
-                state,
-            }
-            .to_json(),
-        )
+        self.write_text(crate::consult::frame_json::joined_json(
+            consultation,
+            last_seq,
+            state,
+        ))
         .await?;
         for frame in presence {
             self.write_frame(frame).await?;
