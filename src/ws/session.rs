@@ -270,14 +270,16 @@ async fn open(start: Box<Start>) -> (Session, Option<Claims>, Box<dyn Any>) {
     // First-frame `auth` logs `ws_authenticated` when it succeeds.
     match &claims {
         Some(claims) => log::info!(
-            "event=ws_open session={id} peer={peer} mode={mode:?} authenticated=true user={} role={} scope={} trace_id={}",
+            "event=ws_open session={id} peer={} mode={mode:?} authenticated=true user={} role={} scope={} trace_id={}",
+            crate::observe::log::PeerAddr(&peer),
             crate::observe::LogValue(&claims.sub),
             claims.role,
             session.scope.path(),
             session.trace.trace_id_field()
         ),
         None => log::info!(
-            "event=ws_open session={id} peer={peer} mode={mode:?} authenticated=false scope={} trace_id={}",
+            "event=ws_open session={id} peer={} mode={mode:?} authenticated=false scope={} trace_id={}",
+            crate::observe::log::PeerAddr(&peer),
             session.scope.path(),
             session.trace.trace_id_field()
         ),
