@@ -354,7 +354,7 @@ async fn handle_one(
         .get("traceparent")
         .and_then(TraceParent::parse)
         .unwrap_or_else(TraceParent::generate);
-    request_scope.set_trace_id(&trace.trace_id_hex());
+    request_scope.set_trace_id_bytes(trace.trace_id);
     let request = Request {
         head,
         body,

@@ -413,6 +413,12 @@ impl Scope {
         self.node.trace_id.set(parse_trace_id(trace_id));
     }
 
+    /// Sets the trace id from its 16 bytes: what every request and upgrade has in hand (a
+    /// parsed or minted `traceparent`), with no hex `String` made only to be parsed back.
+    pub fn set_trace_id_bytes(&self, trace_id: [u8; TRACE_ID_BYTES]) {
+        self.node.trace_id.set(Some(trace_id));
+    }
+
     /// The trace id as 32 lowercase hex digits, if one was set.
     pub fn trace_id(&self) -> Option<String> {
         self.node
