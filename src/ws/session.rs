@@ -780,8 +780,8 @@ impl Session {
             admin,
         };
         let ctx = self.ctx.clone();
-        let record = match ctx.consults.join(consultation, &caller, &self.outbox).await {
-            Ok(record) => record,
+        let record_last_seq = match ctx.consults.join(consultation, &caller, &self.outbox).await {
+            Ok(last_seq) => last_seq,
             Err(error) => return self.consult_error(error, "join").await,
         };
         // Replay straight to the socket (not through the bounded outbox), page by page. A joiner
@@ -812,7 +812,7 @@ impl Session {
             }
         }
         let (presence, live_last) = ctx.consults.go_live(consultation, self.id, replayed);
-        let last_seq = live_last.unwrap_or(record.last_seq).max(replayed);
+        let last_seq = live_last.unwrap_or(record_last_seq).max(replayed);
         let state = if live_last.is_some() {
             "open"
         } else {
