@@ -607,6 +607,8 @@ impl Session {
         {
             Ok(claims) => {
                 self.deadlines.clear(AUTH);
+                // Named for its user from now on; an upgrade's bearer token named it at birth.
+                self.scope.set_label(&claims.sub);
                 log::info!(
                     "event=ws_authenticated session={} user={} role={} scope={} trace_id={}",
                     self.id,
@@ -642,7 +644,6 @@ impl Session {
         if self.ctx.revocations.is_revoked(&claims.sid, now_s) {
             return Err(End::Close(close::REVOKED, "token revoked"));
         }
-        self.scope.set_label(&claims.sub);
         self.live = Some(
             self.ctx
                 .live
