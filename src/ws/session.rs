@@ -879,18 +879,11 @@ impl Session {
             }
             End::Gone => None,
         };
-        // The fields written in place, not as `String`s made for the line.
-        let code_field: &dyn std::fmt::Display = match &code {
-            Some(code) => code,
-            None => &"-",
-        };
-        let reason_field: &dyn std::fmt::Display = match &reason {
-            Some(reason) => reason,
-            None => &"peer",
-        };
         log::info!(
-            "event=ws_closed session={} code={code_field} reason={reason_field} scope={} trace_id={}",
+            "event=ws_closed session={} code={} reason={} scope={} trace_id={}",
             self.id,
+            code.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            reason.map_or_else(|| "peer".to_owned(), |r| r.to_string()),
             self.scope.path(),
             self.trace.trace_id_field()
         );
