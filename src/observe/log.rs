@@ -57,19 +57,22 @@ pub fn init_logging() {
                     LineTs::Shown(&fallback)
                 }
             };
-            LINE.with(|line| match line.try_borrow_mut() {
-                Ok(mut line) => {
-                    line.clear();
-                    write_line(&mut line, ts, record);
-                    buf.write_all(&line)
-                }
-                // Only if formatting an argument logged in turn: a buffer of its own.
-                Err(_) => {
+            let reused = LINE.try_with(|line| {
+                let mut line = line.try_borrow_mut().ok()?;
+                line.clear();
+                write_line(&mut line, ts, record);
+                Some(buf.write_all(&line))
+            });
+            match reused {
+                Ok(Some(written)) => written,
+                // Logging while an argument is formatted, or from a thread-local's destructor
+                // at thread exit (the buffer is then busy or gone): a buffer of its own.
+                _ => {
                     let mut line = Vec::new();
                     write_line(&mut line, ts, record);
                     buf.write_all(&line)
                 }
-            })
+            }
         })
         .try_init();
 }
@@ -86,6 +89,7 @@ thread_local! {
 
 /// A line's timestamp: unix milliseconds, written by [`push_rfc3339_ms`] as env_logger's
 /// `timestamp_millis` writes them, or (out of that range) env_logger's own.
+#[derive(Clone, Copy)]
 pub enum LineTs<'a> {
     UnixMs(u64),
     Shown(&'a dyn fmt::Display),
@@ -289,6 +293,27 @@ mod tests {
         assert!(
             log::set_logger(&OTHER_LOGGER).is_err(),
             "init_logging must have installed a logger"
+        );
+    }
+
+    /// Logs while it is being formatted into a log line.
+    struct LogsWhenShown;
+    impl fmt::Display for LogsWhenShown {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            log::info!("event=test_log_nested");
+            f.write_str("shown")
+        }
+    }
+
+    #[test]
+    fn log_line_logged_while_formatting_another_takes_its_own_buffer() {
+        init_logging();
+        // The outer line holds the thread's buffer while its argument logs: with a plain
+        // `borrow_mut` this would panic.
+        log::info!("event=test_log_outer value={}", LogsWhenShown);
+        assert_eq!(
+            line(LineTs::UnixMs(0), format_args!("v={}", LogsWhenShown)),
+            "ts=1970-01-01T00:00:00.000Z level=WARN target=consult_edge::http v=shown\n"
         );
     }
 
