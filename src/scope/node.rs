@@ -224,8 +224,12 @@ impl Node {
         let Some(me) = self.self_weak.upgrade() else {
             return;
         };
-        let mut work: Vec<(Rc<Node>, CancelReason)> = vec![(me, reason)];
-        while let Some((node, reason)) = work.pop() {
+        // This node first, then its descendants from `work`, in the order a stack seeded
+        // with this node gives; `work` allocates only when there are children (a session,
+        // a request, a consultation usually has none: one allocation per cancel saved).
+        let mut first = Some((me, reason));
+        let mut work: Vec<(Rc<Node>, CancelReason)> = Vec::new();
+        while let Some((node, reason)) = first.take().or_else(|| work.pop()) {
             if node.is_cancelled() {
                 continue;
             }
@@ -234,13 +238,12 @@ impl Node {
             for rec in node.timers.borrow().iter() {
                 timers.with_wheel(|w| w.cancel(rec.key));
             }
-            let children: Vec<Rc<Node>> = node
+            for child in node
                 .children
                 .borrow()
                 .iter()
                 .filter_map(|(_, c)| c.upgrade())
-                .collect();
-            for child in children {
+            {
                 // Flattened to the root cause: a deep tree must not build a deep reason.
                 let inherited = CancelReason::Parent(Box::new(reason.root().clone()));
                 work.push((child, inherited));
