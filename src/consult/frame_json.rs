@@ -1,5 +1,5 @@
-//! Hand-written JSON for the two frames every message costs: `message` (to each recipient)
-//! and `ack` (to the sender).
+//! Hand-written JSON for the frames every message costs: `message` (to each recipient) and
+//! `ack` (to the sender); and for those every socket costs once: `ready`, `joined`, `presence`.
 //!
 //! # Invariants
 //! 1. The output is byte for byte what serde_json writes for the same [`ServerFrame`] (tested
@@ -12,7 +12,8 @@
 //! with one `extend_from_slice`. Escapes follow serde_json's table: `\" \\ \b \f \n \r \t`,
 //! other controls `\u00XX`. serde's derive spent about 4,000 instructions on a 200-byte
 //! `message` frame and `fmt` another 3,000 on its timestamp (callgrind); this is the relay's
-//! hot path.
+//! hot path. The three once-per-socket frames cost serde ~6,500 instructions per upgrade
+//! (docs/perf.md, "Upgrades").
 //!
 //! [`ServerFrame`]: super::frames::ServerFrame
 
@@ -23,6 +24,12 @@ use crate::store::StoredMessage;
 const MESSAGE_OVERHEAD: usize = 160;
 /// The same for an `ack` frame.
 const ACK_OVERHEAD: usize = 80;
+/// The same for a `ready` frame (four numbers of up to 20 digits).
+const READY_OVERHEAD: usize = 192;
+/// The same for a `joined` frame.
+const JOINED_OVERHEAD: usize = 80;
+/// The same for a `presence` frame.
+const PRESENCE_OVERHEAD: usize = 72;
 
 /// The `message` frame of a stored message.
 pub fn message_json(m: &StoredMessage) -> Vec<u8> {
@@ -65,6 +72,63 @@ pub fn ack_json(client_id: &str, consultation: &str, seq: u64) -> String {
     out.push(b'}');
     // Built from `&str`s, ASCII and escapes only: valid UTF-8.
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// The `ready` frame: the session is authenticated (fields as [`ServerFrame::Ready`]).
+pub fn ready_json(
+    session: u64,
+    user: &str,
+    role: &str,
+    token_exp: u64,
+    heartbeat_s: u64,
+    idle_timeout_s: u64,
+) -> String {
+    let mut out = Vec::with_capacity(user.len() + role.len() + READY_OVERHEAD);
+    out.extend_from_slice(br#"{"type":"ready","session":"#);
+    push_padded(&mut out, session, 1);
+    out.extend_from_slice(br#","user":"#);
+    push_str(&mut out, user);
+    out.extend_from_slice(br#","role":"#);
+    push_str(&mut out, role);
+    out.extend_from_slice(br#","token_exp":"#);
+    push_padded(&mut out, token_exp, 1);
+    out.extend_from_slice(br#","heartbeat_s":"#);
+    push_padded(&mut out, heartbeat_s, 1);
+    out.extend_from_slice(br#","idle_timeout_s":"#);
+    push_padded(&mut out, idle_timeout_s, 1);
+    out.push(b'}');
+    // Built from `&str`s, ASCII and escapes only: valid UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The `joined` frame: the join's replay is done (fields as [`ServerFrame::Joined`]).
+pub fn joined_json(consultation: &str, last_seq: u64, state: &str) -> String {
+    let mut out = Vec::with_capacity(consultation.len() + state.len() + JOINED_OVERHEAD);
+    out.extend_from_slice(br#"{"type":"joined","consultation":"#);
+    push_str(&mut out, consultation);
+    out.extend_from_slice(br#","last_seq":"#);
+    push_padded(&mut out, last_seq, 1);
+    out.extend_from_slice(br#","state":"#);
+    push_str(&mut out, state);
+    out.push(b'}');
+    // Built from `&str`s, ASCII and escapes only: valid UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The `presence` frame: `user` came online or went offline in `consultation` (fields as
+/// [`ServerFrame::Presence`]). UTF-8, like every frame here.
+pub fn presence_json(consultation: &str, user: &str, online: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(consultation.len() + user.len() + PRESENCE_OVERHEAD);
+    out.extend_from_slice(br#"{"type":"presence","consultation":"#);
+    push_str(&mut out, consultation);
+    out.extend_from_slice(br#","user":"#);
+    push_str(&mut out, user);
+    out.extend_from_slice(if online {
+        br#","online":true}"#
+    } else {
+        br#","online":false}"#
+    });
+    out
 }
 
 /// Appends `s` as a JSON string literal, quotes included.
@@ -152,6 +216,46 @@ mod tests {
     }
 
     #[test]
+    fn frame_json_once_per_socket_frames_match_serde_for_plain_and_escaped_text() {
+        for text in ["patient-1", "", "q\"b\\n\n\u{1}", "é 中文 🩺"] {
+            assert_eq!(
+                ready_json(u64::MAX, text, "doctor", 0, 15, 300),
+                ServerFrame::Ready {
+                    session: u64::MAX,
+                    user: text,
+                    role: "doctor",
+                    token_exp: 0,
+                    heartbeat_s: 15,
+                    idle_timeout_s: 300,
+                }
+                .to_json()
+            );
+            assert_eq!(
+                joined_json(text, 7, "open"),
+                ServerFrame::Joined {
+                    consultation: text,
+                    last_seq: 7,
+                    state: "open"
+                }
+                .to_json()
+            );
+            for online in [true, false] {
+                assert_eq!(
+                    String::from_utf8(presence_json("c0ffee", text, online)).ok(),
+                    Some(
+                        ServerFrame::Presence {
+                            consultation: "c0ffee",
+                            user: text,
+                            online
+                        }
+                        .to_json()
+                    )
+                );
+            }
+        }
+    }
+
+    #[test]
     fn frame_json_ack_matches_serde() {
         let serde = ServerFrame::Ack {
             client_id: "c\"1",
@@ -175,6 +279,32 @@ mod tests {
             prop_assert_eq!(
                 ack_json(&body, &client_id, seq),
                 ServerFrame::Ack { client_id: &body, consultation: &client_id, seq }.to_json()
+            );
+        }
+
+        #[test]
+        fn frame_json_once_per_socket_frames_match_serde(
+            user in any::<String>(),
+            text in "\\PC{0,40}",
+            numbers in any::<[u64; 4]>(),
+            online in any::<bool>(),
+        ) {
+            let [session, token_exp, heartbeat_s, idle_timeout_s] = numbers;
+            prop_assert_eq!(
+                ready_json(session, &user, &text, token_exp, heartbeat_s, idle_timeout_s),
+                ServerFrame::Ready {
+                    session, user: &user, role: &text, token_exp, heartbeat_s, idle_timeout_s,
+                }
+                .to_json()
+            );
+            prop_assert_eq!(
+                joined_json(&user, session, &text),
+                ServerFrame::Joined { consultation: &user, last_seq: session, state: &text }
+                    .to_json()
+            );
+            prop_assert_eq!(
+                String::from_utf8(presence_json(&text, &user, online)).ok(),
+                Some(ServerFrame::Presence { consultation: &text, user: &user, online }.to_json())
             );
         }
     }

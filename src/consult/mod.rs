@@ -196,21 +196,30 @@ impl Consults {
         Ok(smol::unblock(move || store.messages_after(&key, after, limit)).await?)
     }
 
-    /// Subscribes `outbox` to consultation `id` in replay mode. Returns the record; if it is
-    /// open, the caller replays history, then calls [`Consults::go_live`].
+    /// Subscribes `outbox` to consultation `id` in replay mode if it is open. Returns the
+    /// record's `last_seq`; if it is open, the caller replays history, then calls
+    /// [`Consults::go_live`]. An open one is checked on its live record, not a copy of it
+    /// (three `String`s per join).
     pub async fn join(
         &self,
         id: &str,
         caller: &Caller<'_>,
         outbox: &Outbox,
-    ) -> Result<Consultation, ConsultError> {
-        let record = self.get(id, caller).await?;
-        if record.state == ConsultState::Open {
-            if let Some(room) = self.room(id) {
-                room.subscribe(caller.user, outbox);
+    ) -> Result<u64, ConsultError> {
+        let Some(room) = self.room(id) else {
+            return Ok(self.get(id, caller).await?.last_seq);
+        };
+        let (last_seq, open) = {
+            let record = room.record.borrow();
+            if !may_see(&record, caller) {
+                return Err(ConsultError::NotFound);
             }
+            (record.last_seq, record.state == ConsultState::Open)
+        };
+        if open {
+            room.subscribe(caller.user, outbox);
         }
-        Ok(record)
+        Ok(last_seq)
     }
 
     /// The highest seq of open consultation `id` fanned out so far (every seq up to it is
@@ -504,11 +513,16 @@ fn new_message(caller: &Caller<'_>, msg: &Outgoing<'_>) -> NewMessage {
 }
 
 fn visible(record: Consultation, caller: &Caller<'_>) -> Result<Consultation, ConsultError> {
-    if caller.admin || record.patient == caller.user || record.doctor == caller.user {
+    if may_see(&record, caller) {
         Ok(record)
     } else {
         Err(ConsultError::NotFound)
     }
+}
+
+/// A member, or an admin (invariant 1).
+fn may_see(record: &Consultation, caller: &Caller<'_>) -> bool {
+    caller.admin || record.patient == caller.user || record.doctor == caller.user
 }
 
 /// The `message` frame of a stored message, serialised once for all its recipients.

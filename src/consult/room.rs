@@ -96,40 +96,45 @@ impl Room {
     /// then live delivery. Returns the presence frames the joiner should see (other members
     /// online), after telling the others when this user just came online.
     pub fn go_live(&self, session_id: u64, replayed: u64) -> Vec<Bytes> {
-        let mut user = None;
-        {
+        // The subscriber stays borrowed while `online` is updated (another `RefCell`), so its
+        // user is not copied out; only what goes to the others waits for the borrow's end.
+        let (announce, others) = {
             let mut subs = self.subscribers.borrow_mut();
-            if let Some(sub) = subs.iter_mut().find(|s| s.outbox.session_id == session_id) {
-                if let SubState::Replaying(buffer) =
-                    std::mem::replace(&mut sub.state, SubState::Live { after: replayed })
-                {
-                    for (seq, frame) in buffer {
-                        if seq > replayed && !sub.outbox.push(frame) {
-                            break;
-                        }
+            let Some(sub) = subs.iter_mut().find(|s| s.outbox.session_id == session_id) else {
+                return Vec::new();
+            };
+            if let SubState::Replaying(buffer) =
+                std::mem::replace(&mut sub.state, SubState::Live { after: replayed })
+            {
+                for (seq, frame) in buffer {
+                    if seq > replayed && !sub.outbox.push(frame) {
+                        break;
                     }
                 }
-                user = Some(sub.user.clone());
             }
-        }
-        let Some(user) = user else {
-            return Vec::new();
-        };
-        let first = {
+            let user = sub.user.as_str();
             let mut online = self.online.borrow_mut();
-            let count = online.entry(user.clone()).or_insert(0);
-            *count += 1;
-            *count == 1
+            let first = match online.get_mut(user) {
+                Some(count) => {
+                    *count += 1;
+                    false
+                }
+                None => {
+                    online.insert(user.to_owned(), 1);
+                    true
+                }
+            };
+            let others: Vec<Bytes> = online
+                .keys()
+                .filter(|u| u.as_str() != user)
+                .map(|u| self.presence_frame(u, true))
+                .collect();
+            (first.then(|| self.presence_frame(user, true)), others)
         };
-        if first {
-            self.broadcast_except(session_id, &self.presence_frame(&user, true));
+        if let Some(frame) = announce {
+            self.broadcast_except(session_id, &frame);
         }
-        self.online
-            .borrow()
-            .keys()
-            .filter(|u| **u != user)
-            .map(|u| self.presence_frame(u, true))
-            .collect()
+        others
     }
 
     /// Removes `session_id`'s subscription; true if it had one.
@@ -232,13 +237,7 @@ impl Room {
     }
 
     fn presence_frame(&self, user: &str, online: bool) -> Bytes {
-        ServerFrame::Presence {
-            consultation: &self.id,
-            user,
-            online,
-        }
-        .to_json()
-        .into()
+        super::frame_json::presence_json(&self.id, user, online).into()
     }
 }
 

@@ -26,14 +26,16 @@ use crate::observe::TraceParent;
 use crate::scope::{CancelReason, Scope, ScopeKind, ScopeTimer, Signal};
 use async_io::Async;
 use smol::future::FutureExt;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::io::AsyncWriteExt;
 use std::future::Future;
 use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::rc::Rc;
 
-/// Bytes read from the socket per read call: a chat gateway's requests are small, and a small
-/// buffer keeps an idle keep-alive connection cheap.
+/// Room made in the read buffer for each read call: a chat gateway's requests are small, and a
+/// small buffer keeps an idle keep-alive connection cheap. The buffer grows by exactly this
+/// much when it has less room, so its capacity stays within the head limit plus one chunk
+/// (invariant 4).
 pub const READ_CHUNK: usize = 4096;
 
 /// After an error response that closes the connection, unread request bytes are drained for at
@@ -161,14 +163,11 @@ impl Conn {
 
     /// Reads more bytes into the buffer; `Ok(0)` is end of stream.
     ///
-    /// Cancel-safe: the read lands in a chunk that is appended only once it completed, so a
-    /// read dropped half-way (a handler finishing while we watch the peer) leaves the buffer
-    /// exactly as it was.
+    /// Cancel-safe: the bytes land in the buffer's spare room in the same call as the `recv`
+    /// that read them, with no await in between, so a read dropped half-way (a handler
+    /// finishing while we watch the peer) leaves the buffer exactly as it was.
     async fn fill(&mut self) -> std::io::Result<usize> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let n = self.stream.read(&mut chunk).await?;
-        self.buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
-        Ok(n)
+        recv_into(&self.stream, &mut self.buf).await
     }
 
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -355,7 +354,7 @@ async fn handle_one(
         .get("traceparent")
         .and_then(TraceParent::parse)
         .unwrap_or_else(TraceParent::generate);
-    request_scope.set_trace_id(&trace.trace_id_hex());
+    request_scope.set_trace_id_bytes(trace.trace_id);
     let request = Request {
         head,
         body,
@@ -448,16 +447,40 @@ async fn linger_close(scope: &Scope, conn: &mut Conn) {
     }
     let timers = scope.timers().clone();
     let drain = async {
-        let mut sink = [0u8; READ_CHUNK];
+        let mut sink = Vec::with_capacity(READ_CHUNK);
         let mut drained = 0;
         while drained < LINGER_BYTES {
-            match conn.stream.read(&mut sink).await {
+            sink.clear();
+            match recv_into(&conn.stream, &mut sink).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => drained += n,
             }
         }
     };
     drain.or(timers.sleep(LINGER_MS)).await;
+}
+
+/// Reads once from `stream` into `buf`'s spare room, first making [`READ_CHUNK`] of room when
+/// there is less; `Ok(0)` is end of stream. The bytes are appended by the `recv` itself
+/// (rustix writes into the `Vec`'s spare capacity and sets its length), so nothing is zeroed
+/// or copied per read: a 4 KiB zeroed chunk on the stack cost ~4,100 instructions per read and
+/// made every connection's future 4 KiB larger for each place that reads (docs/perf.md,
+/// "Upgrades").
+async fn recv_into(stream: &Async<TcpStream>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK {
+        buf.reserve_exact(READ_CHUNK);
+    }
+    stream
+        .read_with(|socket| {
+            rustix::net::recv(
+                socket,
+                rustix::buffer::spare_capacity(buf),
+                rustix::net::RecvFlags::empty(),
+            )
+            .map(|(read, _)| read)
+            .map_err(std::io::Error::from)
+        })
+        .await
 }
 
 /// Resolves when the peer closes while a handler runs (invariant 3); bytes of pipelined
@@ -489,4 +512,47 @@ pub fn bearer_token(headers: &crate::http::Headers) -> Option<Option<&str>> {
     }
     let token = token.trim();
     Some((!token.is_empty()).then_some(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    /// A connected pair on loopback: our end wrapped for async reads, the peer's plain.
+    fn pair() -> (Async<TcpStream>, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let peer = TcpStream::connect(listener.local_addr().expect("local addr")).expect("connect");
+        let (ours, _) = listener.accept().expect("accept");
+        (Async::new(ours).expect("non-blocking"), peer)
+    }
+
+    #[test]
+    fn conn_recv_appends_after_buffered_bytes_and_grows_by_one_chunk() {
+        let (ours, mut peer) = pair();
+        let sent: Vec<u8> = (0..3 * READ_CHUNK).map(|i| (i % 251) as u8).collect();
+        peer.write_all(&sent).expect("write");
+        drop(peer);
+        let mut buf = b"kept".to_vec();
+        let mut got = Vec::new();
+        smol::block_on(async {
+            loop {
+                let before = buf.len();
+                let read = recv_into(&ours, &mut buf).await.expect("recv");
+                assert!(
+                    buf.capacity() <= before + READ_CHUNK,
+                    "capacity={} before={before}",
+                    buf.capacity()
+                );
+                assert_eq!(buf.len(), before + read);
+                if read == 0 {
+                    break;
+                }
+                // What was read comes out, as a parsed head does: the room is reused.
+                got.extend(buf.drain(4..));
+            }
+        });
+        assert_eq!(buf, b"kept", "bytes already buffered stay first");
+        assert_eq!(got, sent);
+    }
 }

@@ -119,27 +119,52 @@ impl std::fmt::Display for Method {
 }
 
 /// Header fields in arrival order; names lower-cased, values as raw bytes.
+///
+/// Two allocations for any number of fields: the names and values back to back in `text`,
+/// and where each ends in `ends`. A `String` per name and a `Vec` per value cost an upgrade
+/// request (eight or so fields) ~16 allocations and as many frees (docs/perf.md, "Upgrades").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    /// `(lower-cased name, value bytes)`; a name may repeat.
-    fields: Vec<(String, Vec<u8>)>,
+    /// Each field's lower-cased name, then its value, field after field, nothing between.
+    text: Vec<u8>,
+    /// Per field in arrival order: `(name end, value end)` as offsets into `text`; the name
+    /// starts where the previous field's value ended (0 for the first).
+    ends: Vec<(usize, usize)>,
 }
 
 impl Headers {
+    /// Headers of `fields` (`(name, value)`; names are lower-cased here).
+    fn from_fields(fields: &[httparse::Header<'_>]) -> Headers {
+        let bytes = fields.iter().map(|h| h.name.len() + h.value.len()).sum();
+        let mut headers = Headers {
+            text: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(fields.len()),
+        };
+        for field in fields {
+            let name_start = headers.text.len();
+            headers.text.extend_from_slice(field.name.as_bytes());
+            if let Some(name) = headers.text.get_mut(name_start..) {
+                name.make_ascii_lowercase();
+            }
+            let name_end = headers.text.len();
+            headers.text.extend_from_slice(field.value);
+            headers.ends.push((name_end, headers.text.len()));
+        }
+        headers
+    }
+
     /// The first value of `name` (any case), if it is valid UTF-8.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.fields()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
     /// Every value of `name` (any case), in arrival order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.fields()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
     }
 
     /// True when any value of `name` is a comma-separated list holding `token` (any case).
@@ -151,17 +176,30 @@ impl Headers {
 
     /// All fields, `(lower-cased name, value)`, in arrival order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        // Names are httparse tokens (ASCII), lower-cased: valid UTF-8.
+        self.fields()
+            .map(|(n, v)| (std::str::from_utf8(n).unwrap_or_default(), v))
+    }
+
+    /// `(name bytes, value bytes)` of each field, in arrival order.
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let name = self.text.get(start..name_end).unwrap_or_default();
+            let value = self.text.get(name_end..value_end).unwrap_or_default();
+            start = value_end;
+            (name, value)
+        })
     }
 
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.ends.len()
     }
 
     /// True when there are no fields.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.ends.is_empty()
     }
 }
 
@@ -234,13 +272,7 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<Parsed<RequestHead>
     };
     let method = Method::from_token(method);
     let (path, query) = split_target(&method, target)?;
-    let headers = Headers {
-        fields: req
-            .headers
-            .iter()
-            .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-            .collect(),
-    };
+    let headers = Headers::from_fields(req.headers);
     check_host(&headers, version_minor)?;
     let body = body_kind(&headers, version_minor, limits)?;
     let keep_alive = if version_minor >= 1 {
@@ -421,6 +453,35 @@ mod tests {
         assert_eq!(h.path, "*");
         assert!(parse("GET * HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
         assert!(parse("GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn head_headers_keep_order_repeats_and_raw_values() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Dup: One\r\nCONNECTION: Upgrade, keep-alive\r\n\
+            x-dup: two\r\nX-Bin: caf\xc3\r\nEmpty:\r\n\r\n";
+        let Ok(Parsed::Complete(h, _)) = parse_head(raw, &HeadLimits::default()) else {
+            panic!("expected a complete head");
+        };
+        let fields: Vec<(&str, &[u8])> = h.headers.iter().collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("host", &b"a"[..]),
+                ("x-dup", b"One"),
+                ("connection", b"Upgrade, keep-alive"),
+                ("x-dup", b"two"),
+                ("x-bin", b"caf\xc3"),
+                ("empty", b""),
+            ]
+        );
+        assert_eq!(h.headers.len(), 6);
+        assert_eq!(h.headers.get("X-DUP"), Some("One"), "the first, any case");
+        assert_eq!(h.headers.get_all("x-dup").count(), 2);
+        assert_eq!(h.headers.get("x-bin"), None, "not UTF-8");
+        assert_eq!(h.headers.get("empty"), Some(""));
+        assert_eq!(h.headers.get("missing"), None);
+        assert!(h.headers.has_token("connection", "upgrade"));
+        assert!(!h.headers.has_token("x-dup", "three"));
     }
 
     #[test]

@@ -17,8 +17,8 @@
 //! boot without one. The status line is always `HTTP/1.1` (RFC 9110 §6.2: we send our
 //! highest version, also to HTTP/1.0 clients).
 
+use crate::observe::time::push_padded;
 use std::borrow::Cow;
-use std::io::Write as _;
 
 use serde::Serialize;
 
@@ -109,14 +109,14 @@ impl Response {
     /// (`keep-alive` or `close`) for final responses. 1xx responses get neither: a 101 sets
     /// its own `Connection: Upgrade`, so for 1xx a handler's `Connection` header is kept.
     pub fn write_head(&self, out: &mut Vec<u8>, keep_alive: bool) {
+        // Appended piece by piece, numbers by `push_padded`: `write!` through io::Write's
+        // adapter cost ~3,700 instructions per upgrade (the 101) and per request.
         let interim = (100..200).contains(&self.status);
-        // Writing into a Vec cannot fail.
-        let _ = write!(
-            out,
-            "HTTP/1.1 {} {}\r\n",
-            self.status,
-            reason_phrase(self.status)
-        );
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_padded(out, u64::from(self.status), 1);
+        out.push(b' ');
+        out.extend_from_slice(reason_phrase(self.status).as_bytes());
+        out.extend_from_slice(b"\r\n");
         for (name, value) in &self.headers {
             let framing = FRAMING_HEADERS.iter().any(|f| name.eq_ignore_ascii_case(f));
             if framing && !(interim && name.eq_ignore_ascii_case("connection")) {
@@ -129,14 +129,22 @@ impl Response {
                 );
                 continue;
             }
-            let _ = write!(out, "{name}: {value}\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         if !self.status_forbids_body() {
-            let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
+            out.extend_from_slice(b"Content-Length: ");
+            push_padded(out, self.body.len() as u64, 1);
+            out.extend_from_slice(b"\r\n");
         }
         if !interim {
-            let connection = if keep_alive { "keep-alive" } else { "close" };
-            let _ = write!(out, "Connection: {connection}\r\n");
+            out.extend_from_slice(if keep_alive {
+                b"Connection: keep-alive\r\n"
+            } else {
+                b"Connection: close\r\n"
+            });
         }
         out.extend_from_slice(b"\r\n");
     }

@@ -137,7 +137,9 @@ pub async fn accept_loop(
         let limits = policy.limits();
         let service = service.clone();
         let drain = policy.drain();
-        server.spawn_child(ScopeKind::Connection, &peer.to_string(), move |scope| {
+        // The scope's label is the peer (`PeerAddr`: `SocketAddr`'s text without `core::fmt`).
+        let label = crate::observe::log::PeerAddr(&peer).to_string();
+        server.spawn_child(ScopeKind::Connection, &label, move |scope| {
             serve_connection(scope, stream, peer, limits, service, drain, Box::new(guard))
         });
     }

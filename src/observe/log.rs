@@ -18,6 +18,7 @@
 //! `elapsed_ms`. Example:
 //! `log::info!("event=deadline_fired deadline=heartbeat scope={path} trace_id={id}")`.
 
+use super::time::push_rfc3339_ms;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 
@@ -43,39 +44,138 @@ pub fn init_logging() {
         .default_write_style_or(DEFAULT_LOG_STYLE);
     let _already_installed = env_logger::Builder::from_env(env)
         .format(|buf, record| {
-            let ts = buf.timestamp_millis();
-            writeln!(buf, "{}", LogLine::new(&ts, record))
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .and_then(|since| u64::try_from(since.as_millis()).ok())
+                .filter(|ms| *ms < FAST_TS_END_MS);
+            let fallback;
+            let ts = match now {
+                Some(ms) => LineTs::UnixMs(ms),
+                None => {
+                    fallback = buf.timestamp_millis();
+                    LineTs::Shown(&fallback)
+                }
+            };
+            let reused = LINE.try_with(|line| {
+                let mut line = line.try_borrow_mut().ok()?;
+                line.clear();
+                write_line(&mut line, ts, record);
+                Some(buf.write_all(&line))
+            });
+            match reused {
+                Ok(Some(written)) => written,
+                // Logging while an argument is formatted, or from a thread-local's destructor
+                // at thread exit (the buffer is then busy or gone): a buffer of its own.
+                _ => {
+                    let mut line = Vec::new();
+                    write_line(&mut line, ts, record);
+                    buf.write_all(&line)
+                }
+            }
         })
         .try_init();
 }
 
-/// One formatted line (without the newline): `ts=... level=... target=... message`.
-pub struct LogLine<'a> {
-    ts: &'a dyn fmt::Display,
-    level: log::Level,
-    target: &'a str,
-    args: &'a fmt::Arguments<'a>,
+/// The first instant (year 10000) whose timestamp [`push_rfc3339_ms`] does not write as
+/// env_logger does; from it on (and before 1970) the line takes env_logger's own.
+const FAST_TS_END_MS: u64 = 253_402_300_800_000;
+
+thread_local! {
+    /// The line being formatted on this thread, reused: it keeps the capacity of the longest
+    /// line written, a few hundred bytes ([`MAX_LOG_VALUE_CHARS`] bounds each client value).
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-impl<'a> LogLine<'a> {
-    /// A line for `record` stamped with `ts`.
-    pub fn new(ts: &'a dyn fmt::Display, record: &'a log::Record<'a>) -> Self {
-        LogLine {
-            ts,
-            level: record.level(),
-            target: record.target(),
-            args: record.args(),
+/// A line's timestamp: unix milliseconds, written by [`push_rfc3339_ms`] as env_logger's
+/// `timestamp_millis` writes them, or (out of that range) env_logger's own.
+#[derive(Clone, Copy)]
+pub enum LineTs<'a> {
+    UnixMs(u64),
+    Shown(&'a dyn fmt::Display),
+}
+
+/// Appends one line with its newline: `ts=... level=... target=... message`.
+///
+/// Written into a byte buffer and handed to env_logger in one write: through `writeln!` on
+/// env_logger's formatter, each piece of the line went through `io::Write`'s adapter and a
+/// `RefCell` borrow, and the timestamp through jiff's `fmt` (~4,000 instructions per socket
+/// for ~2.5 lines; docs/perf.md, "Upgrades").
+pub fn write_line(out: &mut Vec<u8>, ts: LineTs<'_>, record: &log::Record<'_>) {
+    out.extend_from_slice(b"ts=");
+    match ts {
+        LineTs::UnixMs(ms) => push_rfc3339_ms(out, ms),
+        LineTs::Shown(shown) => {
+            let _ = write!(VecWriter(out), "{shown}");
         }
+    }
+    out.extend_from_slice(b" level=");
+    out.extend_from_slice(record.level().as_str().as_bytes());
+    out.extend_from_slice(b" target=");
+    out.extend_from_slice(record.target().as_bytes());
+    out.push(b' ');
+    match record.args().as_str() {
+        Some(message) => out.extend_from_slice(message.as_bytes()),
+        None => {
+            let _ = VecWriter(out).write_fmt(*record.args());
+        }
+    }
+    out.push(b'\n');
+}
+
+/// `fmt::Write` into a byte buffer (what `String` does, without a `String`).
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 
-impl fmt::Display for LogLine<'_> {
+/// A peer's address as `SocketAddr`'s `Display` writes it (`127.0.0.1:5`, `[::1]:5`), an IPv4
+/// one in a single write from a stack buffer: `core::fmt` spent ~3,100 instructions on the
+/// `peer=` of each `ws_open` line (padding checks per octet and for the port).
+pub struct PeerAddr<'a>(pub &'a std::net::SocketAddr);
+
+/// `255.255.255.255:65535`.
+const MAX_V4_PEER_LEN: usize = 21;
+
+impl fmt::Display for PeerAddr<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ts={} level={} target={} {}",
-            self.ts, self.level, self.target, self.args
-        )
+        let std::net::SocketAddr::V4(v4) = self.0 else {
+            return fmt::Display::fmt(self.0, f);
+        };
+        let mut text = [0u8; MAX_V4_PEER_LEN];
+        let mut len = 0;
+        let mut push = |byte: u8| {
+            if let Some(slot) = text.get_mut(len) {
+                *slot = byte;
+                len += 1;
+            }
+        };
+        for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+            if i > 0 {
+                push(b'.');
+            }
+            push_decimal(&mut push, u32::from(octet));
+        }
+        push(b':');
+        push_decimal(&mut push, u32::from(v4.port()));
+        // Digits, dots and a colon only.
+        f.write_str(std::str::from_utf8(text.get(..len).unwrap_or_default()).unwrap_or_default())
+    }
+}
+
+/// Feeds `n`'s decimal digits to `push`, most significant first.
+fn push_decimal(push: &mut impl FnMut(u8), n: u32) {
+    let mut divisor = 1;
+    while divisor * 10 <= n {
+        divisor *= 10;
+    }
+    while divisor > 0 {
+        push(b'0' + ((n / divisor) % 10) as u8);
+        divisor /= 10;
     }
 }
 
@@ -87,7 +187,11 @@ pub struct LogValue<'a>(pub &'a str);
 
 impl fmt::Display for LogValue<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bare = |c: char| c.is_ascii_alphanumeric() || "._:/@+-".contains(c);
+        // A `match`, not `"._:/@+-".contains(c)`: a string search per character was ~2,000
+        // instructions per socket for the `user=` and the access line's `path=`.
+        let bare = |c: char| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '/' | '@' | '+' | '-')
+        };
         let truncated = self.0.chars().count() > MAX_LOG_VALUE_CHARS;
         if !self.0.is_empty() && !truncated && self.0.chars().all(bare) {
             return f.write_str(self.0);
@@ -115,20 +219,60 @@ impl fmt::Display for LogValue<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn log_line_has_fields_in_order() {
-        let args = format_args!("event=accept peer=127.0.0.1:5");
+    fn line(ts: LineTs<'_>, args: fmt::Arguments<'_>) -> String {
         let record = log::Record::builder()
             .level(log::Level::Warn)
             .target("consult_edge::http")
             .args(args)
             .build();
-        let ts = "2026-01-02T03:04:05.678Z";
-        let line = LogLine::new(&ts, &record).to_string();
+        let mut out = Vec::new();
+        write_line(&mut out, ts, &record);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn log_line_has_fields_in_order() {
+        let expected = "ts=2026-12-26T12:09:09.499Z level=WARN target=consult_edge::http event=accept peer=127.0.0.1:5\n";
+        let ms = 1_798_286_949_499;
         assert_eq!(
-            line,
-            "ts=2026-01-02T03:04:05.678Z level=WARN target=consult_edge::http event=accept peer=127.0.0.1:5"
+            line(
+                LineTs::UnixMs(ms),
+                format_args!("event=accept peer=127.0.0.1:5")
+            ),
+            expected
         );
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 5));
+        assert_eq!(
+            line(
+                LineTs::Shown(&"2026-12-26T12:09:09.499Z"),
+                format_args!("event=accept peer={}", PeerAddr(&peer))
+            ),
+            expected,
+            "formatted arguments and a shown timestamp give the same line"
+        );
+    }
+
+    #[test]
+    fn log_peer_addr_writes_what_socket_addr_display_writes() {
+        for addr in [
+            "0.0.0.0:0",
+            "1.2.3.4:80",
+            "10.200.30.4:9",
+            "255.255.255.255:65535",
+            "[::1]:443",
+            "[fe80::1%2]:8080",
+        ] {
+            let addr: std::net::SocketAddr = addr.parse().expect("test address");
+            assert_eq!(PeerAddr(&addr).to_string(), addr.to_string());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn log_peer_addr_matches_display_for_any_v4(ip in proptest::prelude::any::<[u8; 4]>(), port in proptest::prelude::any::<u16>()) {
+            let addr = std::net::SocketAddr::from((ip, port));
+            proptest::prop_assert_eq!(PeerAddr(&addr).to_string(), addr.to_string());
+        }
     }
 
     struct OtherLogger;
@@ -149,6 +293,27 @@ mod tests {
         assert!(
             log::set_logger(&OTHER_LOGGER).is_err(),
             "init_logging must have installed a logger"
+        );
+    }
+
+    /// Logs while it is being formatted into a log line.
+    struct LogsWhenShown;
+    impl fmt::Display for LogsWhenShown {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            log::info!("event=test_log_nested");
+            f.write_str("shown")
+        }
+    }
+
+    #[test]
+    fn log_line_logged_while_formatting_another_takes_its_own_buffer() {
+        init_logging();
+        // The outer line holds the thread's buffer while its argument logs: with a plain
+        // `borrow_mut` this would panic.
+        log::info!("event=test_log_outer value={}", LogsWhenShown);
+        assert_eq!(
+            line(LineTs::UnixMs(0), format_args!("v={}", LogsWhenShown)),
+            "ts=1970-01-01T00:00:00.000Z level=WARN target=consult_edge::http v=shown\n"
         );
     }
 

@@ -336,6 +336,17 @@ mod tests {
         }
 
         #[test]
+        fn trace_id_set_from_bytes_reads_back_as_from_hex(bytes in any::<[u8; TRACE_ID_BYTES]>()) {
+            let rt = runtime();
+            let from_hex = rt.root(ScopeKind::Request, "r");
+            from_hex.set_trace_id(&old_hex(&bytes));
+            let from_bytes = rt.root(ScopeKind::Request, "r");
+            from_bytes.set_trace_id_bytes(bytes);
+            prop_assert_eq!(from_bytes.trace_id_hex(), TraceIdHex(Some(bytes)));
+            prop_assert_eq!(from_bytes.trace_id(), from_hex.trace_id());
+        }
+
+        #[test]
         fn decimal_matches_display(n in any::<u64>()) {
             prop_assert_eq!(decimal_string(n), n.to_string());
         }

@@ -273,14 +273,16 @@ async fn open(start: Box<Start>) -> (Session, Option<Claims>, Box<dyn Any>) {
     // First-frame `auth` logs `ws_authenticated` when it succeeds.
     match &claims {
         Some(claims) => log::info!(
-            "event=ws_open session={id} peer={peer} mode={mode:?} authenticated=true user={} role={} scope={} trace_id={}",
+            "event=ws_open session={id} peer={} mode={mode:?} authenticated=true user={} role={} scope={} trace_id={}",
+            crate::observe::log::PeerAddr(&peer),
             crate::observe::LogValue(&claims.sub),
             claims.role,
             session.scope.path(),
             session.trace.trace_id_field()
         ),
         None => log::info!(
-            "event=ws_open session={id} peer={peer} mode={mode:?} authenticated=false scope={} trace_id={}",
+            "event=ws_open session={id} peer={} mode={mode:?} authenticated=false scope={} trace_id={}",
+            crate::observe::log::PeerAddr(&peer),
             session.scope.path(),
             session.trace.trace_id_field()
         ),
@@ -608,6 +610,8 @@ impl Session {
         {
             Ok(claims) => {
                 self.deadlines.clear(AUTH);
+                // Named for its user from now on; an upgrade's bearer token named it at birth.
+                self.scope.set_label(&claims.sub);
                 log::info!(
                     "event=ws_authenticated session={} user={} role={} scope={} trace_id={}",
                     self.id,
@@ -643,7 +647,6 @@ impl Session {
         if self.ctx.revocations.is_revoked(&claims.sid, now_s) {
             return Err(End::Close(close::REVOKED, "token revoked"));
         }
-        self.scope.set_label(&claims.sub);
         self.live = Some(
             self.ctx
                 .live
@@ -656,15 +659,14 @@ impl Session {
         self.deadlines.set(TOKEN, token_at);
         self.expiring = Some(self.scope.alarm("token_expiring", expiring_at));
         self.ctx.metrics.session_started();
-        let ready = ServerFrame::Ready {
-            session: self.id,
-            user: &claims.sub,
-            role: claims.role.as_str(),
-            token_exp: claims.exp,
-            heartbeat_s: self.settings.heartbeat_ms / 1000,
-            idle_timeout_s: self.settings.idle_timeout_ms / 1000,
-        }
-        .to_json();
+        let ready = crate::consult::frame_json::ready_json(
+            self.id,
+            &claims.sub,
+            claims.role.as_str(),
+            claims.exp,
+            self.settings.heartbeat_ms / 1000,
+            self.settings.idle_timeout_ms / 1000,
+        );
         self.claims = Some(SessionClaims {
             sub: Rc::from(claims.sub),
             role: claims.role,
@@ -782,8 +784,8 @@ impl Session {
             admin,
         };
         let ctx = self.ctx.clone();
-        let record = match ctx.consults.join(consultation, &caller, &self.outbox).await {
-            Ok(record) => record,
+        let record_last_seq = match ctx.consults.join(consultation, &caller, &self.outbox).await {
+            Ok(last_seq) => last_seq,
             Err(error) => return self.consult_error(error, "join").await,
         };
         // Replay straight to the socket (not through the bounded outbox), page by page. A joiner
@@ -814,7 +816,7 @@ impl Session {
             }
         }
         let (presence, live_last) = ctx.consults.go_live(consultation, self.id, replayed);
-        let last_seq = live_last.unwrap_or(record.last_seq).max(replayed);
+        let last_seq = live_last.unwrap_or(record_last_seq).max(replayed);
         let state = if live_last.is_some() {
             "open"
         } else {
@@ -823,14 +825,11 @@ impl Session {
         if live_last.is_some() {
             self.joined.insert(consultation.to_owned());
         }
-        self.write_text(
-            ServerFrame::Joined {
-                consultation,
-                last_seq,
-                state,
-            }
-            .to_json(),
-        )
+        self.write_text(crate::consult::frame_json::joined_json(
+            consultation,
+            last_seq,
+            state,
+        ))
         .await?;
         for frame in presence {
             self.write_frame(frame).await?;

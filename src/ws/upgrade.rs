@@ -63,7 +63,7 @@ fn start(
         .as_ref()
         .map_or("unauthenticated", |c| c.sub.as_str());
     let session_scope = request_scope.child(ScopeKind::Session, label);
-    session_scope.set_trace_id(&trace.trace_id_hex());
+    session_scope.set_trace_id_bytes(trace.trace_id);
     let ctx = ctx.clone();
     Reply::Upgrade {
         response: accepted,
