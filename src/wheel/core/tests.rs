@@ -242,10 +242,12 @@ enum Op {
         delta: u64,
         past: bool,
     },
+    /// Re-arm a live timer; with `rename`, through `reset_named` under `NAMES[rename]`.
     Reset {
         pick: usize,
         delta: u64,
         past: bool,
+        rename: Option<usize>,
     },
     Cancel(usize),
     Remove(usize),
@@ -260,19 +262,23 @@ fn delta() -> impl Strategy<Value = u64> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (delta(), prop::bool::weighted(0.1)).prop_map(|(delta, past)| Op::Insert { delta, past }),
-        2 => (any::<usize>(), delta(), prop::bool::weighted(0.1))
-            .prop_map(|(pick, delta, past)| Op::Reset { pick, delta, past }),
+        2 => (any::<usize>(), delta(), prop::bool::weighted(0.1), prop::option::of(0..NAMES.len()))
+            .prop_map(|(pick, delta, past, rename)| Op::Reset { pick, delta, past, rename }),
         1 => any::<usize>().prop_map(Op::Cancel),
         1 => any::<usize>().prop_map(Op::Remove),
         3 => prop_oneof![0u64..3, 0u64..100, 0u64..10_000, 0u64..(1u64 << 37)].prop_map(Op::Advance),
     ]
 }
 
+/// Names the property test gives and renames timers to; `insert` uses the first.
+const NAMES: [&str; 3] = ["t", "idle", "token"];
+
 /// The model: armed timers as id -> the tick they are due (a deadline already past when armed
-/// is due at the time it was armed).
+/// is due at the time it was armed), and every live timer's name.
 struct Model {
     now: u64,
     armed: BTreeMap<u32, u64>,
+    names: BTreeMap<u32, &'static str>,
     live: Vec<(u32, Key)>,
 }
 
@@ -292,22 +298,30 @@ proptest! {
     #[test]
     fn wheel_matches_btreemap_model(start in 0u64..(1u64 << 40), ops in prop::collection::vec(op(), 1..60)) {
         let mut w: Wheel<u32> = Wheel::new(start);
-        let mut m = Model { now: start, armed: BTreeMap::new(), live: Vec::new() };
+        let mut m = Model { now: start, armed: BTreeMap::new(), names: BTreeMap::new(), live: Vec::new() };
         let mut next_id = 0u32;
         for op in ops {
             match op {
                 Op::Insert { delta, past } => {
                     let deadline = m.deadline(delta, past);
-                    let key = w.insert(deadline, "t", next_id);
+                    let key = w.insert(deadline, NAMES[0], next_id);
                     m.armed.insert(next_id, deadline.max(m.now));
+                    m.names.insert(next_id, NAMES[0]);
                     m.live.push((next_id, key));
                     next_id += 1;
                 }
-                Op::Reset { pick, delta, past } if !m.live.is_empty() => {
+                Op::Reset { pick, delta, past, rename } if !m.live.is_empty() => {
                     let (id, key) = m.live[pick % m.live.len()];
                     let deadline = m.deadline(delta, past);
-                    prop_assert!(w.reset(key, deadline));
+                    match rename {
+                        Some(n) => {
+                            prop_assert!(w.reset_named(key, deadline, NAMES[n]));
+                            m.names.insert(id, NAMES[n]);
+                        }
+                        None => prop_assert!(w.reset(key, deadline)),
+                    }
                     m.armed.insert(id, deadline.max(m.now));
+                    prop_assert_eq!(w.deadline(key).map(|(_, name)| name), m.names.get(&id).copied());
                 }
                 Op::Cancel(pick) if !m.live.is_empty() => {
                     let (id, key) = m.live[pick % m.live.len()];
@@ -317,12 +331,15 @@ proptest! {
                     let (id, key) = m.live.swap_remove(pick % m.live.len());
                     prop_assert_eq!(w.remove(key), Some(id));
                     m.armed.remove(&id);
+                    m.names.remove(&id);
                 }
                 Op::Advance(d) => {
                     m.now += d;
                     let mut fired: Vec<(u64, u32)> = Vec::new();
                     while let Some(key) = w.poll(m.now) {
                         let id = *w.get(key).expect("fired key is live");
+                        prop_assert_eq!(w.deadline(key).map(|(_, name)| name), m.names.get(&id).copied(),
+                            "fired under another name than its last");
                         let due = m.armed.remove(&id);
                         prop_assert!(due.is_some(), "fired id={} not armed in the model", id);
                         fired.push((due.unwrap_or_default(), id));
