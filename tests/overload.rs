@@ -21,20 +21,6 @@ use support::mint_with as mint;
 use support::ws::{connect_ready, Client, Event};
 use support::Gateway;
 
-fn create(gw: &Gateway, patient: &str, doctor: &str) -> String {
-    let r = gw.request(
-        "POST",
-        "/v1/consultations",
-        &[
-            ("Authorization", &format!("Bearer {patient}")),
-            ("Content-Type", "application/json"),
-        ],
-        json!({ "doctor": doctor }).to_string().as_bytes(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["id"].as_str().expect("id").to_owned()
-}
-
 /// One metric sample's value (0 when absent), from the real `/metrics`.
 fn metric(gw: &Gateway, name: &str, label: Option<(&str, &str)>) -> f64 {
     let r = gw.get("/metrics");
@@ -67,7 +53,7 @@ fn overload_connections_over_max_are_dropped_counted_and_admitted_keep_working()
     let gw = Gateway::start(&["--max-connections", &CAP.to_string()]);
     let keys = support::gateway_keys(&gw.data_dir);
     let patient = mint(&keys, "p1", Role::Patient);
-    let id = create(&gw, &patient, "d1");
+    let id = gw.create_consultation(&patient, "d1");
     smol::block_on(async {
         let mut admitted = Vec::new();
         for _ in 0..CAP {
@@ -126,7 +112,7 @@ fn overload_send_flood_gets_rate_limited_then_closed_1008() {
     ]);
     let keys = support::gateway_keys(&gw.data_dir);
     let patient = mint(&keys, "p1", Role::Patient);
-    let id = create(&gw, &patient, "d1");
+    let id = gw.create_consultation(&patient, "d1");
     smol::block_on(async {
         let (mut c, _) = connect_ready(gw.addr, &patient).await;
         c.join(&id, 0).await;
@@ -258,8 +244,8 @@ fn slow_crowd(crowd: usize, body_bytes: usize, messages: u64, probe_rounds: usiz
     let patient = mint(&keys, "p1", Role::Patient);
     let doctor = mint(&keys, "d1", Role::Doctor);
     let probe_patient = mint(&keys, "p2", Role::Patient);
-    let busy = create(&gw, &patient, "d1");
-    let quiet = create(&gw, &probe_patient, "d2");
+    let busy = gw.create_consultation(&patient, "d1");
+    let quiet = gw.create_consultation(&probe_patient, "d2");
     let body = "x".repeat(body_bytes);
     let ex = smol::LocalExecutor::new();
     smol::block_on(ex.run(async {

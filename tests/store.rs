@@ -548,6 +548,21 @@ fn log_with_messages(dir: &Path, n: usize, body_len: usize) -> Result<String, St
     })
 }
 
+/// The offset just past the log's last non-zero byte: where its records end (the rest is the
+/// writer's pre-written zeros).
+fn records_end(log: &[u8]) -> Result<usize, &'static str> {
+    Ok(log.iter().rposition(|&b| b != 0).ok_or("empty log")? + 1)
+}
+
+/// The seqs of consultation `id`'s stored messages, in order.
+fn stored_seqs(store: &Store, id: &str) -> Result<Vec<u64>, StoreError> {
+    Ok(store
+        .messages_after(id, 0, 100)?
+        .iter()
+        .map(|m| m.seq)
+        .collect())
+}
+
 #[test]
 fn log_torn_last_record_dropped_at_open_seqs_continue_dense() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -555,13 +570,10 @@ fn log_torn_last_record_dropped_at_open_seqs_continue_dense() -> TestResult {
     let path = dir.path().join(LOG_FILE_NAME);
     let mut bytes = std::fs::read(&path)?;
     // The idle writer pre-wrote zeros after the last record.
-    let records_end = bytes.iter().rposition(|&b| b != 0).ok_or("empty log")? + 1;
-    assert!(bytes.len() > records_end, "no pre-written tail");
+    let end = records_end(&bytes)?;
+    assert!(bytes.len() > end, "no pre-written tail");
     // A crash in the middle of the last write: its record's last bytes never reached the disk.
-    bytes
-        .get_mut(records_end - 5..records_end)
-        .ok_or("log too short")?
-        .fill(0);
+    bytes.get_mut(end - 5..end).ok_or("log too short")?.fill(0);
     std::fs::write(&path, bytes)?;
     let store = Store::open(dir.path())?;
     let kept = store.messages_after(&id, 0, 100)?;
@@ -581,12 +593,7 @@ fn log_torn_last_record_dropped_at_open_seqs_continue_dense() -> TestResult {
     })?;
     drop(store);
     let reopened = Store::open(dir.path())?;
-    let seqs: Vec<u64> = reopened
-        .messages_after(&id, 0, 100)?
-        .iter()
-        .map(|m| m.seq)
-        .collect();
-    assert_eq!(seqs, (1..=10).collect::<Vec<u64>>());
+    assert_eq!(stored_seqs(&reopened, &id)?, (1..=10).collect::<Vec<u64>>());
     Ok(())
 }
 
@@ -597,24 +604,19 @@ fn log_idle_writer_prewrites_zeros_reopen_keeps_them_and_appends_land_before_the
     let path = dir.path().join(LOG_FILE_NAME);
     let len = std::fs::metadata(&path)?.len();
     let bytes = std::fs::read(&path)?;
-    let records_end = bytes.iter().rposition(|&b| b != 0).ok_or("empty log")? + 1;
+    let end = records_end(&bytes)?;
     assert!(
-        len >= records_end as u64 + 512 * 1024,
-        "len {len}, records end at {records_end}"
+        len >= end as u64 + 512 * 1024,
+        "len {len}, records end at {end}"
     );
     let store = Store::open(dir.path())?;
     smol::block_on(store.append_message(msg(&id, "p1", "c3", "after reopen")))?;
     drop(store);
     let bytes = std::fs::read(&path)?;
-    let new_end = bytes.iter().rposition(|&b| b != 0).ok_or("empty log")? + 1;
-    assert!(new_end > records_end && new_end < len as usize);
+    let new_end = records_end(&bytes)?;
+    assert!(new_end > end && new_end < len as usize);
     let reopened = Store::open(dir.path())?;
-    let seqs: Vec<u64> = reopened
-        .messages_after(&id, 0, 100)?
-        .iter()
-        .map(|m| m.seq)
-        .collect();
-    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    assert_eq!(stored_seqs(&reopened, &id)?, vec![1, 2, 3, 4]);
     Ok(())
 }
 

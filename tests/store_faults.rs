@@ -37,18 +37,6 @@ fn call(gw: &Gateway, method: &str, path: &str, token: &str, body: &Value) -> Re
     )
 }
 
-fn create(gw: &Gateway, patient: &str, doctor: &str) -> String {
-    let r = call(
-        gw,
-        "POST",
-        "/v1/consultations",
-        patient,
-        &json!({"doctor": doctor}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["id"].as_str().expect("id").to_owned()
-}
-
 fn set_faults(gw: &Gateway, fail: bool) {
     let r = gw.request(
         "POST",
@@ -61,17 +49,7 @@ fn set_faults(gw: &Gateway, fail: bool) {
 
 /// The stored history's (seq, body) pairs.
 fn history(gw: &Gateway, id: &str, token: &str) -> Vec<(u64, String)> {
-    let r = call(
-        gw,
-        "GET",
-        &format!("/v1/consultations/{id}/messages?limit=1000"),
-        token,
-        &Value::Null,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["messages"]
-        .as_array()
-        .expect("messages")
+    gw.history(id, token)
         .iter()
         .map(|m| {
             (
@@ -80,18 +58,6 @@ fn history(gw: &Gateway, id: &str, token: &str) -> Vec<(u64, String)> {
             )
         })
         .collect()
-}
-
-fn last_seq(gw: &Gateway, id: &str, token: &str) -> u64 {
-    let r = call(
-        gw,
-        "GET",
-        &format!("/v1/consultations/{id}"),
-        token,
-        &Value::Null,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["last_seq"].as_u64().expect("last_seq")
 }
 
 /// Sends and returns the first `ack` or `error` that answers `client_id`.
@@ -123,8 +89,8 @@ fn setup() -> Setup {
     let patient = mint(&gw.data_dir, "p1", Role::Patient);
     let doctor = mint(&gw.data_dir, "d1", Role::Doctor);
     let other_patient = mint(&gw.data_dir, "p2", Role::Patient);
-    let id = create(&gw, &patient, "d1");
-    let other_id = create(&gw, &other_patient, "d2");
+    let id = gw.create_consultation(&patient, "d1");
+    let other_id = gw.create_consultation(&other_patient, "d2");
     Setup {
         gw,
         patient,
@@ -164,9 +130,9 @@ fn store_faults_send_gets_internal_without_ack_then_heals_with_next_dense_seq() 
         }
         // Reads keep working and show nothing half-written.
         assert_eq!(history(&s.gw, &s.id, &s.patient), before);
-        assert_eq!(last_seq(&s.gw, &s.id, &s.doctor), 3);
+        assert_eq!(s.gw.last_seq(&s.id, &s.doctor), 3);
         assert_eq!(history(&s.gw, &s.other_id, &s.other_patient), vec![]);
-        assert_eq!(last_seq(&s.gw, &s.other_id, &s.other_patient), 0);
+        assert_eq!(s.gw.last_seq(&s.other_id, &s.other_patient), 0);
         // A fresh join replays exactly the committed messages.
         let (mut late, _) = connect_ready(s.gw.addr, &s.doctor).await;
         let (replay, joined) = late.join(&s.id, 0).await;
@@ -250,7 +216,7 @@ fn store_faults_create_consultation_is_500_and_nothing_is_listed() {
         "the failed create left no consultation"
     );
     set_faults(&s.gw, false);
-    create(&s.gw, &s.patient, "d9");
+    s.gw.create_consultation(&s.patient, "d9");
 }
 
 #[test]
@@ -265,7 +231,7 @@ fn store_faults_logout_is_500_and_keeps_socket_and_token_until_healed() {
         assert_eq!(r.json()["error"]["code"], "internal");
         set_faults(&s.gw, false);
         // Not revoked anywhere: the token still works over HTTP and the socket still sends.
-        assert_eq!(last_seq(&s.gw, &s.id, &s.patient), 0);
+        assert_eq!(s.gw.last_seq(&s.id, &s.patient), 0);
         let ack = send_answer(&mut p, &s.id, "still-here", "hi").await;
         assert_eq!(
             ack["type"], "ack",

@@ -79,20 +79,6 @@ fn mint(gw: &Gateway, sub: &str, role: Role) -> String {
     support::mint_with(&support::gateway_keys(&gw.data_dir), sub, role)
 }
 
-fn create(gw: &Gateway, patient: &str, doctor: &str) -> String {
-    let r = gw.request(
-        "POST",
-        "/v1/consultations",
-        &[
-            ("Authorization", &format!("Bearer {patient}")),
-            ("Content-Type", "application/json"),
-        ],
-        json!({ "doctor": doctor }).to_string().as_bytes(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["id"].as_str().expect("id").to_owned()
-}
-
 fn hold_writer(gw: &Gateway, hold: bool) -> Value {
     let r = gw.request(
         "POST",
@@ -131,16 +117,7 @@ fn wait_queued_ops(gw: &Gateway, at_least: usize) -> usize {
 
 /// The (seq, client_id) of each message of `id` in the stored history.
 fn history(gw: &Gateway, id: &str, token: &str) -> Vec<(u64, String)> {
-    let r = gw.request(
-        "GET",
-        &format!("/v1/consultations/{id}/messages?limit=1000"),
-        &[("Authorization", &format!("Bearer {token}"))],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["messages"]
-        .as_array()
-        .expect("messages")
+    gw.history(id, token)
         .iter()
         .map(|m| {
             (
@@ -149,17 +126,6 @@ fn history(gw: &Gateway, id: &str, token: &str) -> Vec<(u64, String)> {
             )
         })
         .collect()
-}
-
-fn last_seq(gw: &Gateway, id: &str, token: &str) -> u64 {
-    let r = gw.request(
-        "GET",
-        &format!("/v1/consultations/{id}"),
-        &[("Authorization", &format!("Bearer {token}"))],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["last_seq"].as_u64().expect("last_seq")
 }
 
 /// Sockets of another pair's consultation that fill the writer's queue, and what each sent.
@@ -242,7 +208,7 @@ impl Fillers {
         let dense: Vec<u64> = (1..=total).collect();
         assert_eq!(seqs, dense, "every filler send acked once, none lost");
         assert_eq!(
-            last_seq(gw, &self.consultation, token),
+            gw.last_seq(&self.consultation, token),
             total,
             "the filler consultation's last seq"
         );
@@ -270,28 +236,25 @@ async fn send(c: &mut Client, consultation: &str, client_id: &str) {
     .await;
 }
 
-/// The next `ack` on `c` (presence frames skipped); any other frame fails the test.
-async fn next_ack(c: &mut Client, who: &str) -> Value {
+/// The next frame of type `kind` on `c` (presence frames skipped); any other frame fails the
+/// test.
+async fn next_of(c: &mut Client, kind: &str, who: &str) -> Value {
     loop {
         let v = c.recv().await;
         match v["type"].as_str() {
-            Some("ack") => return v,
+            Some(k) if k == kind => return v,
             Some("presence") => continue,
-            _ => panic!("{who}: expected an ack, got {v}"),
+            _ => panic!("{who}: expected {kind}, got {v}"),
         }
     }
 }
 
-/// The next `message` frame on `c` (presence frames skipped); any other frame fails the test.
+async fn next_ack(c: &mut Client, who: &str) -> Value {
+    next_of(c, "ack", who).await
+}
+
 async fn next_message(c: &mut Client, who: &str) -> Value {
-    loop {
-        let v = c.recv().await;
-        match v["type"].as_str() {
-            Some("message") => return v,
-            Some("presence") => continue,
-            _ => panic!("{who}: expected a message, got {v}"),
-        }
-    }
+    next_of(c, "message", who).await
 }
 
 /// Reads P's frames until the presence of `user` with `online`; fails on anything but
@@ -316,8 +279,8 @@ fn queue_full_send_waits_session_keeps_delivering_then_all_acked_once_in_order()
     let patient = mint(&gw, "p1", Role::Patient);
     let doctor = mint(&gw, "d1", Role::Doctor);
     let filler = mint(&gw, "pf", Role::Patient);
-    let c = create(&gw, &patient, "d1");
-    let cf = create(&gw, &filler, "df");
+    let c = gw.create_consultation(&patient, "d1");
+    let cf = gw.create_consultation(&filler, "df");
     smol::block_on(async {
         let mut d = connect_nodelay(gw.addr, &doctor).await;
         d.join(&c, 0).await;
@@ -432,8 +395,8 @@ fn queue_full_refusal_read_with_waiting_send_is_answered_while_held() {
     let gw = Gateway::start(&["--dev"]);
     let patient = mint(&gw, "p1", Role::Patient);
     let filler = mint(&gw, "pf", Role::Patient);
-    let c = create(&gw, &patient, "d1");
-    let cf = create(&gw, &filler, "df");
+    let c = gw.create_consultation(&patient, "d1");
+    let cf = gw.create_consultation(&filler, "df");
     smol::block_on(async {
         let mut p = connect_nodelay(gw.addr, &patient).await;
         let mut fillers = Fillers::connect(&gw, &filler, &cf, FILLERS).await;
@@ -516,7 +479,7 @@ fn debug_store_faults_bad_body_is_400_and_sets_nothing() {
     }
     // Nothing was held: a send still commits at once.
     let patient = mint(&gw, "p1", Role::Patient);
-    let c = create(&gw, &patient, "d1");
+    let c = gw.create_consultation(&patient, "d1");
     smol::block_on(async {
         let mut p = connect_nodelay(gw.addr, &patient).await;
         send(&mut p, &c, "free").await;
@@ -576,8 +539,8 @@ fn queue_full_longer_than_the_read_timeout_closes_no_session_and_pings_go_on() {
     ]);
     let patient = mint(&gw, "p1", Role::Patient);
     let filler = mint(&gw, "pf", Role::Patient);
-    let c = create(&gw, &patient, "d1");
-    let cf = create(&gw, &filler, "df");
+    let c = gw.create_consultation(&patient, "d1");
+    let cf = gw.create_consultation(&filler, "df");
     smol::block_on(async {
         let mut p = connect_nodelay(gw.addr, &patient).await;
         // Exactly the fillers that fill the queue, each with a full FIFO: a socket with room in

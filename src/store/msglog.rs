@@ -362,6 +362,14 @@ mod tests {
         log.prewrite(end).map_err(|e| StoreError::Io(e.to_string()))
     }
 
+    /// A log of `messages` with one pre-written step after them: the open log and its end.
+    fn prewritten(dir: &Path, messages: &[StoredMessage]) -> Result<(Recovered, u64), StoreError> {
+        let end = write(dir, messages)?;
+        let r = MessageLog::open(dir, 0o600)?;
+        prewrite(&r.log, end)?;
+        Ok((r, end))
+    }
+
     #[test]
     fn log_prewrite_writes_a_step_only_below_the_low_water_mark() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Io(e.to_string()))?;
@@ -384,9 +392,7 @@ mod tests {
     fn log_prewritten_zeros_are_kept_at_open_and_appends_land_before_them() -> Result<(), StoreError>
     {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Io(e.to_string()))?;
-        let end = write(dir.path(), &[message("a", 1, "one")])?;
-        let r = MessageLog::open(dir.path(), 0o600)?;
-        prewrite(&r.log, end)?;
+        let (r, end) = prewritten(dir.path(), &[message("a", 1, "one")])?;
         drop(r);
         let len = file_len(dir.path())?;
         assert!(len > end);
@@ -403,9 +409,7 @@ mod tests {
     #[test]
     fn log_torn_record_before_prewritten_zeros_is_dropped() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Io(e.to_string()))?;
-        let end = write(dir.path(), &[message("a", 1, "kept")])?;
-        let r = MessageLog::open(dir.path(), 0o600)?;
-        prewrite(&r.log, end)?;
+        let (r, end) = prewritten(dir.path(), &[message("a", 1, "kept")])?;
         // The last batch reached the disk without its last page: its tail reads as zeros.
         let mut torn = Vec::new();
         encode(&message("a", 2, &"z".repeat(5000)), &mut torn)?;
@@ -425,9 +429,7 @@ mod tests {
     #[test]
     fn log_bytes_far_into_the_zero_tail_are_corrupt() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Io(e.to_string()))?;
-        let end = write(dir.path(), &[message("a", 1, "one")])?;
-        let r = MessageLog::open(dir.path(), 0o600)?;
-        prewrite(&r.log, end)?;
+        let (r, end) = prewritten(dir.path(), &[message("a", 1, "one")])?;
         // No batch can put data this far past the last record: damage, not a torn write. (The
         // byte lands past the pre-written step: the hole before it reads as zeros, as on disk.)
         r.log

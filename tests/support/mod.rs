@@ -264,6 +264,50 @@ impl Gateway {
     pub fn get(&self, path: &str) -> Response {
         self.request("GET", path, &[], b"")
     }
+
+    /// `GET path` with `Authorization: Bearer token`, expecting 200; its JSON body.
+    pub fn get_json_as(&self, path: &str, token: &str) -> serde_json::Value {
+        let r = self.request(
+            "GET",
+            path,
+            &[("Authorization", &format!("Bearer {token}"))],
+            b"",
+        );
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+        r.json()
+    }
+
+    /// Creates a consultation of `patient_token`'s user with `doctor` (201); its id.
+    pub fn create_consultation(&self, patient_token: &str, doctor: &str) -> String {
+        let r = self.request(
+            "POST",
+            "/v1/consultations",
+            &[
+                ("Authorization", &format!("Bearer {patient_token}")),
+                ("Content-Type", "application/json"),
+            ],
+            serde_json::json!({ "doctor": doctor })
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["id"].as_str().expect("id").to_owned()
+    }
+
+    /// The stored history of consultation `id` (at most 1,000 messages), as `token` reads it.
+    pub fn history(&self, id: &str, token: &str) -> Vec<serde_json::Value> {
+        let page = self.get_json_as(
+            &format!("/v1/consultations/{id}/messages?limit=1000"),
+            token,
+        );
+        page["messages"].as_array().expect("messages").clone()
+    }
+
+    /// Consultation `id`'s `last_seq`, as `token` reads it.
+    pub fn last_seq(&self, id: &str, token: &str) -> u64 {
+        let c = self.get_json_as(&format!("/v1/consultations/{id}"), token);
+        c["last_seq"].as_u64().expect("last_seq")
+    }
 }
 
 impl Drop for Gateway {
