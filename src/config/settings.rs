@@ -94,6 +94,10 @@ pub const DEFAULT_BAD_FRAMES_WINDOW_MS: u64 = 10_000;
 pub const DEFAULT_CONSULT_IDLE_MS: u64 = 30 * 60 * 1_000;
 /// SPEC §5: a consultation closes 60 min after creation (hard).
 pub const DEFAULT_CONSULT_LIMIT_MS: u64 = 60 * 60 * 1_000;
+/// SPEC is silent: a patient at a kiosk has one or two open at a time; 10 leaves room for
+/// retries and forgotten ones, while one token (a kiosk left logged in, a stolen one) cannot
+/// hold scopes, rooms and timers without end (each open one lives up to `consult_limit_ms`).
+pub const DEFAULT_MAX_OPEN_CONSULTATIONS_PER_PATIENT: usize = 10;
 
 /// Which subcommands accept an option on their command line. Environment and file accept
 /// every setting key whatever the subcommand, so one config file serves both.
@@ -267,6 +271,8 @@ settings! {
         "A consultation without a message for this long closes (ms).";
     consult_limit_ms: u64 = DEFAULT_CONSULT_LIMIT_MS, "MS", Serve,
         "A consultation closes this long after creation (ms).";
+    max_open_consultations_per_patient: usize = DEFAULT_MAX_OPEN_CONSULTATIONS_PER_PATIENT, "N",
+        Serve, "Open consultations a patient may have; one more is refused with 429.";
 }
 
 impl Settings {

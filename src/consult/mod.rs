@@ -9,6 +9,11 @@
 //!    (re-armed by each message) and `consult_limit` (from creation, hard); when one fires the
 //!    consultation closes with reason `idle` / `time_limit` and members are told.
 //! 4. Closed consultations hold no memory here: their history is read from the store.
+//! 5. A patient never has more than the `max_open` given to [`Consults::create`] consultations
+//!    open: a create counts itself in `open_by_patient` before it awaits the store, so creates
+//!    of one patient interleaved at their awaits cannot all pass the check. The count is every
+//!    open room of the patient plus their creates in flight; a failed or dropped create gives
+//!    its slot back ([`Reservation`]).
 //!
 //! # Implementation
 //! - [`frames`]: the protocol's JSON frames (client commands, server frames).
@@ -51,6 +56,21 @@ pub enum ConsultError {
     Closed,
     /// The store failed (our fault): the detail is for the log.
     Internal(String),
+}
+
+/// Why [`Consults::create`] was refused: a consultation error, or the patient's cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateError {
+    /// The patient already has `max_open` consultations open (their fault; invariant 5).
+    TooManyOpen,
+    /// What any consultation call can fail with.
+    Consult(ConsultError),
+}
+
+impl From<StoreError> for CreateError {
+    fn from(e: StoreError) -> CreateError {
+        CreateError::Consult(e.into())
+    }
 }
 
 impl From<StoreError> for ConsultError {
@@ -97,6 +117,9 @@ pub struct Consults {
     metrics: Rc<Metrics>,
     times: Cell<ConsultTimes>,
     rooms: RefCell<HashMap<String, Rc<Room>>>,
+    /// Per patient id: their open rooms plus their creates awaiting the store (invariant 5).
+    /// A patient with neither has no entry, so the map is as small as the open set.
+    open_by_patient: RefCell<HashMap<String, usize>>,
     self_weak: RefCell<Weak<Consults>>,
 }
 
@@ -113,6 +136,7 @@ impl Consults {
             metrics,
             times: Cell::new(times),
             rooms: RefCell::new(HashMap::new()),
+            open_by_patient: RefCell::new(HashMap::new()),
             self_weak: RefCell::new(Weak::new()),
         });
         *consults.self_weak.borrow_mut() = Rc::downgrade(&consults);
@@ -140,8 +164,35 @@ impl Consults {
         self.rooms.borrow().len()
     }
 
-    /// A patient opens a consultation with a doctor.
-    pub async fn create(&self, patient: &str, doctor: &str) -> Result<Consultation, ConsultError> {
+    /// Consultations `patient` has open, counting creates still awaiting the store.
+    pub fn open_of(&self, patient: &str) -> usize {
+        self.open_by_patient
+            .borrow()
+            .get(patient)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// A patient opens a consultation with a doctor, unless they already have `max_open` open
+    /// (invariant 5): then nothing changes.
+    pub async fn create(
+        &self,
+        patient: &str,
+        doctor: &str,
+        max_open: usize,
+    ) -> Result<Consultation, CreateError> {
+        let open = self.open_of(patient);
+        if open >= max_open {
+            log::warn!(
+                "event=consultation_refused reason=too_many_open user={} open={open} \
+                 max={max_open}",
+                crate::observe::LogValue(patient)
+            );
+            return Err(CreateError::TooManyOpen);
+        }
+        // Counted before the await; given back when this function returns or is dropped,
+        // after `open_room` has counted the room itself.
+        let _reservation = Reservation::take(self, patient);
         let now_ms = self.server.timers().unix_ms();
         let record = self
             .store
@@ -353,6 +404,7 @@ impl Consults {
         let record = self.store.close_consultation(id, reason, now_ms).await?;
         let room = self.rooms.borrow_mut().remove(id);
         if let Some(room) = room {
+            self.uncount(&room.record.borrow().patient);
             room.close_all(reason);
             log::info!(
                 "event=consultation_closed consultation={id} reason={reason} scope={}",
@@ -400,8 +452,52 @@ impl Consults {
                 }
             });
         });
+        let patient = record.patient.clone();
         let room = Rc::new(Room::new(record, scope, idle, limit));
-        self.rooms.borrow_mut().insert(id, room);
+        if self.rooms.borrow_mut().insert(id, room).is_none() {
+            self.count(patient);
+        }
+    }
+
+    /// One more open consultation (or create in flight) of `patient`.
+    fn count(&self, patient: String) {
+        *self
+            .open_by_patient
+            .borrow_mut()
+            .entry(patient)
+            .or_insert(0) += 1;
+    }
+
+    /// One fewer; the entry goes when it reaches zero.
+    fn uncount(&self, patient: &str) {
+        let mut counts = self.open_by_patient.borrow_mut();
+        if let Some(n) = counts.get_mut(patient) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(patient);
+            }
+        }
+    }
+}
+
+/// A create's slot in its patient's count, held across the store's await (invariant 5). Its
+/// drop gives the slot back whatever happened: on success the room counts itself by then, on
+/// failure or cancellation nothing was opened.
+struct Reservation<'a> {
+    consults: &'a Consults,
+    patient: &'a str,
+}
+
+impl<'a> Reservation<'a> {
+    fn take(consults: &'a Consults, patient: &'a str) -> Reservation<'a> {
+        consults.count(patient.to_owned());
+        Reservation { consults, patient }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.consults.uncount(self.patient);
     }
 }
 

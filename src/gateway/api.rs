@@ -10,7 +10,7 @@ use super::app::{error_reply, json_reply, App};
 use super::routes::Call;
 use crate::auth::{Claims, MintRequest, Role, TokenType, MAX_TTL_S};
 use crate::consult::frames::MessageFields;
-use crate::consult::{Caller, ConsultError};
+use crate::consult::{Caller, ConsultError, CreateError};
 use crate::http::{parse_u64_param, ApiError, Reply, Response};
 use crate::observe::time::rfc3339_ms;
 use crate::store::{Consultation, RefreshUse};
@@ -261,9 +261,13 @@ pub fn create_consultation<'a>(app: &'a App, call: Call<'a>) -> Fut<'a> {
                 "\"doctor\" must be another user's id",
             ));
         }
-        match app.consults.create(&claims.sub, doctor).await {
+        let max_open = app.settings().max_open_consultations_per_patient;
+        match app.consults.create(&claims.sub, doctor, max_open).await {
             Ok(record) => json_reply(201, &view(&record)),
-            Err(error) => consult_error(error),
+            Err(CreateError::TooManyOpen) => {
+                error_reply(ApiError::too_many_requests("too many open consultations"))
+            }
+            Err(CreateError::Consult(error)) => consult_error(error),
         }
     })
 }
