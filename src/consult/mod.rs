@@ -625,3 +625,138 @@ fn may_see(record: &Consultation, caller: &Caller<'_>) -> bool {
 pub fn message_frame(m: &StoredMessage) -> Bytes {
     frame_json::message_json(m).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::Runtime;
+    use crate::wheel::{Clock, Timers};
+
+    /// Consultations live for an hour in these tests: no deadline fires during one.
+    const TIMES: ConsultTimes = ConsultTimes {
+        idle_ms: 60 * 60 * 1_000,
+        limit_ms: 60 * 60 * 1_000,
+    };
+
+    const PATIENT: Caller<'static> = Caller {
+        user: "p1",
+        role: "patient",
+        admin: false,
+    };
+
+    /// Runs `test` with consultations over a real store in `dir`; shuts the store down after.
+    fn with_consults<F, Fut>(dir: &std::path::Path, test: F)
+    where
+        F: FnOnce(Rc<Consults>) -> Fut + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let store = Store::open(dir).expect("store opens");
+        let rt = Runtime::new(Timers::new(Clock::monotonic()));
+        let server = Rc::new(rt.root(ScopeKind::Server, "test"));
+        rt.block_on(async move {
+            let consults = Consults::new(store.clone(), server, Rc::new(Metrics::new()), TIMES);
+            consults.restore().await.expect("restore");
+            test(consults).await;
+            store.shutdown().await;
+        });
+    }
+
+    #[test]
+    fn consult_create_at_cap_refused_and_nothing_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        with_consults(dir.path(), |consults| async move {
+            assert!(consults.create("p1", "d1", 2).await.is_ok());
+            assert!(consults.create("p1", "d1", 2).await.is_ok());
+            let refused = consults.create("p1", "d1", 2).await;
+            assert_eq!(refused, Err(CreateError::TooManyOpen));
+            assert_eq!(consults.open_of("p1"), 2);
+            assert_eq!(consults.open_count(), 2);
+            // Another patient has their own count.
+            assert!(consults.create("p2", "d1", 2).await.is_ok());
+        });
+    }
+
+    #[test]
+    fn consult_creates_interleaved_at_their_awaits_open_exactly_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        with_consults(dir.path(), |consults| async move {
+            // Four creates of one patient polled together: each passes its check before any
+            // store commit lands.
+            let create = || consults.create("p1", "d1", 2);
+            let ((a, b), (c, d)) = smol::future::zip(
+                smol::future::zip(create(), create()),
+                smol::future::zip(create(), create()),
+            )
+            .await;
+            let outcomes = [a, b, c, d];
+            let opened = outcomes.iter().filter(|o| o.is_ok()).count();
+            let refused = outcomes
+                .iter()
+                .filter(|o| **o == Err(CreateError::TooManyOpen))
+                .count();
+            assert_eq!((opened, refused), (2, 2));
+            assert_eq!(consults.open_of("p1"), 2);
+            assert_eq!(consults.open_count(), 2);
+        });
+    }
+
+    #[test]
+    fn consult_close_frees_a_slot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        with_consults(dir.path(), |consults| async move {
+            let first = consults.create("p1", "d1", 1).await.expect("first opens");
+            assert_eq!(
+                consults.create("p1", "d1", 1).await,
+                Err(CreateError::TooManyOpen)
+            );
+            consults.close(&first.id, &PATIENT).await.expect("closes");
+            assert_eq!(consults.open_of("p1"), 0);
+            assert!(consults.create("p1", "d1", 1).await.is_ok());
+        });
+    }
+
+    #[test]
+    fn consult_create_store_failure_gives_slot_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        with_consults(dir.path(), |consults| async move {
+            consults.store.set_fail_commits(true);
+            let failed = consults.create("p1", "d1", 1).await;
+            assert!(
+                matches!(failed, Err(CreateError::Consult(ConsultError::Internal(_)))),
+                "{failed:?}"
+            );
+            assert_eq!(consults.open_of("p1"), 0);
+            consults.store.set_fail_commits(false);
+            assert!(consults.create("p1", "d1", 1).await.is_ok());
+        });
+    }
+
+    #[test]
+    fn consult_create_dropped_mid_await_gives_slot_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        with_consults(dir.path(), |consults| async move {
+            let mut create = Box::pin(consults.create("p1", "d1", 1));
+            let first = smol::future::poll_once(create.as_mut()).await;
+            assert!(first.is_none(), "the create waits for the store");
+            assert_eq!(consults.open_of("p1"), 1, "reserved while in flight");
+            drop(create);
+            assert_eq!(consults.open_of("p1"), 0);
+        });
+    }
+
+    #[test]
+    fn consult_restart_counts_restored_rooms() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        with_consults(dir.path(), |consults| async move {
+            assert!(consults.create("p1", "d1", 2).await.is_ok());
+            assert!(consults.create("p1", "d1", 2).await.is_ok());
+        });
+        with_consults(dir.path(), |consults| async move {
+            assert_eq!(consults.open_of("p1"), 2);
+            assert_eq!(
+                consults.create("p1", "d1", 2).await,
+                Err(CreateError::TooManyOpen)
+            );
+        });
+    }
+}
