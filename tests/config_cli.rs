@@ -303,6 +303,38 @@ fn error_malformed_flag_value_exit_2() {
 }
 
 #[test]
+fn error_open_consultation_cap_below_one_exit_2() {
+    let err = error_of(
+        &["serve", "--max-open-consultations-per-patient", "0"],
+        &HashMap::new(),
+    );
+    assert!(matches!(err, CliError::BadValue { .. }), "err={err}");
+    let env = HashMap::from([(
+        "CONSULT_EDGE_MAX_OPEN_CONSULTATIONS_PER_PATIENT",
+        "0".to_string(),
+    )]);
+    let err = error_of(&["serve"], &env);
+    assert!(
+        err.to_string()
+            .contains("CONSULT_EDGE_MAX_OPEN_CONSULTATIONS_PER_PATIENT"),
+        "err={err}"
+    );
+    let file = config_file("max_open_consultations_per_patient = 0\n");
+    let path = file.path().to_string_lossy().into_owned();
+    let err = error_of(&["serve", "--config", &path], &HashMap::new());
+    assert!(
+        err.to_string()
+            .contains("max_open_consultations_per_patient"),
+        "err={err}"
+    );
+    let ok = serve(
+        &["serve", "--max-open-consultations-per-patient", "1"],
+        &HashMap::new(),
+    );
+    assert_eq!(ok.map(|s| s.max_open_consultations_per_patient), Ok(1));
+}
+
+#[test]
 fn error_malformed_env_value_names_variable() {
     let env = HashMap::from([("CONSULT_EDGE_HEARTBEAT_MS", "soon".to_string())]);
     let err = error_of(&["serve"], &env);

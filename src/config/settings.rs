@@ -324,6 +324,7 @@ mod tests {
         assert_eq!(s.refresh_ttl_s, 604_800);
         assert_eq!(s.session_limit_ms, 86_400_000);
         assert_eq!(s.outbound_queue_bytes, 1_048_576);
+        assert_eq!(s.max_open_consultations_per_patient, 10);
         assert!(s.validate().is_ok());
     }
 
