@@ -1,0 +1,200 @@
+//! Black-box tests of the cap on open consultations per patient (README "Decisions where the
+//! contract is silent"): at `max_open_consultations_per_patient` open, `POST /v1/consultations`
+//! is 429 `rate_limited` and changes nothing; closed ones do not count; concurrent creates
+//! cannot pass the cap together; the count is rebuilt after a restart; a cap below 1 exits 2.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::net::TcpStream;
+use std::sync::{Arc, Barrier};
+use support::{Gateway, Response};
+
+/// The cap the tests run with: small, so reaching it is quick.
+const CAP: usize = 3;
+
+fn cap_args() -> [String; 2] {
+    [
+        "--max-open-consultations-per-patient".to_owned(),
+        CAP.to_string(),
+    ]
+}
+
+fn start(dir: &std::path::Path) -> Gateway {
+    let args = cap_args();
+    Gateway::start_in(dir, &[args[0].as_str(), args[1].as_str()])
+}
+
+fn post(gw: &Gateway, path: &str, token: &str, body: &[u8]) -> Response {
+    let auth = format!("Bearer {token}");
+    gw.request(
+        "POST",
+        path,
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+}
+
+/// `POST /v1/consultations` of `token`'s patient with doctor d1.
+fn try_create(gw: &Gateway, token: &str) -> Response {
+    let body = json!({ "doctor": "d1" }).to_string();
+    post(gw, "/v1/consultations", token, body.as_bytes())
+}
+
+fn assert_refused(r: &Response) {
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "rate_limited", "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["message"],
+        "too many open consultations",
+        "{}",
+        r.text()
+    );
+}
+
+/// The caller's consultations as (id, state).
+fn listed(gw: &Gateway, token: &str) -> Vec<(String, String)> {
+    let list: Value = gw.get_json_as("/v1/consultations", token);
+    list["consultations"]
+        .as_array()
+        .expect("consultations")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or("").to_owned(),
+                c["state"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn open_count(gw: &Gateway, token: &str) -> usize {
+    listed(gw, token)
+        .iter()
+        .filter(|(_, state)| state == "open")
+        .count()
+}
+
+#[test]
+fn cap_create_beyond_is_429_and_nothing_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path());
+    let p1 = gw.token(&["--sub", "p1", "--role", "patient"]);
+    let p2 = gw.token(&["--sub", "p2", "--role", "patient"]);
+    for _ in 0..CAP {
+        gw.create_consultation(&p1, "d1");
+    }
+    assert_refused(&try_create(&gw, &p1));
+    let line = gw.wait_log("event=consultation_refused");
+    assert!(
+        line.contains("reason=too_many_open") && line.contains("user=p1"),
+        "{line}"
+    );
+    assert_eq!(listed(&gw, &p1).len(), CAP);
+    // The cap is per patient: another one still opens.
+    gw.create_consultation(&p2, "d1");
+}
+
+#[test]
+fn cap_closed_consultation_frees_a_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path());
+    let p1 = gw.token(&["--sub", "p1", "--role", "patient"]);
+    let first = gw.create_consultation(&p1, "d1");
+    for _ in 1..CAP {
+        gw.create_consultation(&p1, "d1");
+    }
+    assert_refused(&try_create(&gw, &p1));
+    let closed = post(&gw, &format!("/v1/consultations/{first}/close"), &p1, b"");
+    assert_eq!(closed.status, 200, "{}", closed.text());
+    gw.create_consultation(&p1, "d1");
+    assert_eq!(listed(&gw, &p1).len(), CAP + 1);
+    assert_eq!(open_count(&gw, &p1), CAP);
+    assert_refused(&try_create(&gw, &p1));
+}
+
+#[test]
+fn cap_parallel_creates_end_with_exactly_cap_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path());
+    let p1 = gw.token(&["--sub", "p1", "--role", "patient"]);
+    let tries = 2 * CAP;
+    // Every thread has its connection open before any sends, so the requests reach the
+    // gateway together and interleave at the store's await.
+    let ready = Arc::new(Barrier::new(tries));
+    let threads: Vec<_> = (0..tries)
+        .map(|_| {
+            let (addr, p1, ready) = (gw.addr, p1.clone(), ready.clone());
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).expect("connect");
+                s.set_read_timeout(Some(support::IO_TIMEOUT))
+                    .expect("timeout");
+                let body = json!({ "doctor": "d1" }).to_string();
+                let auth = format!("Bearer {p1}");
+                ready.wait();
+                support::write_request(
+                    &mut s,
+                    "POST",
+                    "/v1/consultations",
+                    &[
+                        ("Authorization", auth.as_str()),
+                        ("Content-Type", "application/json"),
+                    ],
+                    body.as_bytes(),
+                );
+                support::read_response(&mut s).expect("a response").status
+            })
+        })
+        .collect();
+    let mut statuses: Vec<u16> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect();
+    statuses.sort_unstable();
+    let mut expected = vec![201; CAP];
+    expected.extend(vec![429; tries - CAP]);
+    assert_eq!(statuses, expected);
+    assert_eq!(open_count(&gw, &p1), CAP);
+}
+
+#[test]
+fn cap_count_survives_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (p1, kept);
+    {
+        let mut gw = start(dir.path());
+        p1 = gw.token(&["--sub", "p1", "--role", "patient"]);
+        kept = gw.create_consultation(&p1, "d1");
+        for _ in 1..CAP {
+            gw.create_consultation(&p1, "d1");
+        }
+        assert!(gw.terminate().success());
+    }
+    let gw = start(dir.path());
+    assert_refused(&try_create(&gw, &p1));
+    assert_eq!(listed(&gw, &p1).len(), CAP);
+    // Closing one of the restored consultations gives its slot back.
+    let closed = post(&gw, &format!("/v1/consultations/{kept}/close"), &p1, b"");
+    assert_eq!(closed.status, 200, "{}", closed.text());
+    gw.create_consultation(&p1, "d1");
+}
+
+#[test]
+fn cap_below_one_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_string_lossy().into_owned();
+    let (status, _, err) = support::run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data,
+        "--max-open-consultations-per-patient",
+        "0",
+    ]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("max-open-consultations-per-patient"), "{err}");
+}
