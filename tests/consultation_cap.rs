@@ -198,3 +198,86 @@ fn cap_below_one_exits_2() {
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("max-open-consultations-per-patient"), "{err}");
 }
+
+/// `POST /debug/store-faults {"hold": on}` (`--dev`): the store writer keeps the op it has
+/// taken and takes no other until released.
+fn hold_writer(gw: &Gateway, on: bool) {
+    let body = json!({ "hold": on }).to_string();
+    let r = gw.request(
+        "POST",
+        "/debug/store-faults",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// A create whose client hangs up while the store holds its op still opens the consultation's
+/// room once the store commits it (consult invariant 6): its scope (with `consult_idle` and
+/// `consult_limit`) is live, and the cap counts it. Before, the room was opened by the
+/// request's own future, which the hang-up dropped: the consultation was open in the store with
+/// no room, no deadlines and no count until the next start.
+#[test]
+fn cap_create_cancelled_by_its_client_still_opens_its_room_and_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = cap_args();
+    let gw = Gateway::start_in(dir.path(), &["--dev", args[0].as_str(), args[1].as_str()]);
+    let p0 = gw.token(&["--sub", "p0", "--role", "patient"]);
+    let p1 = gw.token(&["--sub", "p1", "--role", "patient"]);
+    hold_writer(&gw, true);
+    // p0's create is the op the held writer has taken; p1's queues behind it, seen as depth 1.
+    let body = json!({ "doctor": "d1" }).to_string();
+    let mut streams = Vec::new();
+    for token in [&p0, &p1] {
+        let mut s: TcpStream = gw.connect();
+        let auth = format!("Bearer {token}");
+        support::write_request(
+            &mut s,
+            "POST",
+            "/v1/consultations",
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        );
+        streams.push(s);
+    }
+    let start = std::time::Instant::now();
+    while gw.get_json_as("/debug/store-faults", "")["queued_ops"] != 1 {
+        assert!(
+            start.elapsed() < support::IO_TIMEOUT,
+            "p1's create never queued"
+        );
+    }
+    // p1 hangs up: its request is cancelled while its op waits in the store's queue.
+    drop(streams.pop());
+    gw.wait_log("event=request_cancelled reason=peer_closed");
+    hold_writer(&gw, false);
+    let mut p0_stream = streams.pop().expect("p0's connection");
+    let p0_created = support::read_response(&mut p0_stream).expect("p0's answer");
+    assert_eq!(p0_created.status, 201, "{}", p0_created.text());
+    // p1's consultation is committed (after p0's: the writer is FIFO) and its room is live.
+    let start = std::time::Instant::now();
+    let id = loop {
+        if let Some((id, _)) = listed(&gw, &p1).into_iter().next() {
+            break id;
+        }
+        assert!(
+            start.elapsed() < support::IO_TIMEOUT,
+            "p1's create never committed"
+        );
+    };
+    let start = std::time::Instant::now();
+    while !gw.get("/debug/scopes").text().contains(&id) {
+        assert!(
+            start.elapsed() < support::IO_TIMEOUT,
+            "no live scope for consultation {id}: it is open in the store without its room"
+        );
+    }
+    // And it counts toward the cap: CAP - 1 more, then 429.
+    for _ in 1..CAP {
+        gw.create_consultation(&p1, "d1");
+    }
+    assert_refused(&try_create(&gw, &p1));
+}

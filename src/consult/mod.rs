@@ -12,8 +12,11 @@
 //! 5. A patient never has more than the `max_open` given to [`Consults::create`] consultations
 //!    open: a create counts itself in `open_by_patient` before it awaits the store, so creates
 //!    of one patient interleaved at their awaits cannot all pass the check. The count is every
-//!    open room of the patient plus their creates in flight; a failed or dropped create gives
-//!    its slot back ([`Reservation`]).
+//!    open room of the patient plus their creates in flight; a failed create gives its slot
+//!    back ([`Reservation`]).
+//! 6. A create that reached the store opens its room, even if its caller stopped waiting (an
+//!    HTTP request cancelled because the client hung up): no consultation is open in the store
+//!    without its room, its deadlines and its count.
 //!
 //! # Implementation
 //! - [`frames`]: the protocol's JSON frames (client commands, server frames).
@@ -190,21 +193,48 @@ impl Consults {
             );
             return Err(CreateError::TooManyOpen);
         }
-        // Counted before the await; given back when this function returns or is dropped,
-        // after `open_room` has counted the room itself.
-        let _reservation = Reservation::take(self, patient);
+        let Some(consults) = self.self_weak.borrow().upgrade() else {
+            return Err(CreateError::Consult(ConsultError::Internal(
+                "consultations are shutting down".to_owned(),
+            )));
+        };
+        // Counted before the await (invariant 5); given back when the task below ends, after
+        // `open_room` has counted the room itself.
+        let reservation = Reservation::take(consults.clone(), patient);
         let now_ms = self.server.timers().unix_ms();
-        let record = self
-            .store
-            .create_consultation(patient, doctor, now_ms)
-            .await?;
-        self.open_room(record.clone());
-        log::info!(
-            "event=consultation_opened consultation={} scope={}",
-            record.id,
-            self.server.path()
-        );
-        Ok(record)
+        let (patient, doctor) = (patient.to_owned(), doctor.to_owned());
+        let (answer_tx, answer_rx) = async_channel::bounded(1);
+        // The commit and the room's opening run in a task of the server scope, not in the
+        // caller's future (invariant 6): a create whose request is cancelled (the client hung
+        // up) after its op reached the store still opens the room it committed.
+        self.server.spawn(async move {
+            let _reservation = reservation;
+            let outcome = consults
+                .store
+                .create_consultation(&patient, &doctor, now_ms)
+                .await;
+            let answer = match outcome {
+                Ok(record) => {
+                    consults.open_room(record.clone());
+                    log::info!(
+                        "event=consultation_opened consultation={} scope={}",
+                        record.id,
+                        consults.server.path()
+                    );
+                    Ok(record)
+                }
+                Err(e) => Err(CreateError::from(e)),
+            };
+            // The caller may be gone: the room is open either way.
+            let _ = answer_tx.try_send(answer);
+        });
+        match answer_rx.recv().await {
+            Ok(answer) => answer,
+            // The task was cancelled with the server scope: nothing was opened.
+            Err(_) => Err(CreateError::Consult(ConsultError::Internal(
+                "create ended with the server".to_owned(),
+            ))),
+        }
     }
 
     /// The consultation as its member (or an admin) sees it.
@@ -482,22 +512,25 @@ impl Consults {
 
 /// A create's slot in its patient's count, held across the store's await (invariant 5). Its
 /// drop gives the slot back whatever happened: on success the room counts itself by then, on
-/// failure or cancellation nothing was opened.
-struct Reservation<'a> {
-    consults: &'a Consults,
-    patient: &'a str,
+/// failure nothing was opened.
+struct Reservation {
+    consults: Rc<Consults>,
+    patient: String,
 }
 
-impl<'a> Reservation<'a> {
-    fn take(consults: &'a Consults, patient: &'a str) -> Reservation<'a> {
+impl Reservation {
+    fn take(consults: Rc<Consults>, patient: &str) -> Reservation {
         consults.count(patient.to_owned());
-        Reservation { consults, patient }
+        Reservation {
+            consults,
+            patient: patient.to_owned(),
+        }
     }
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Reservation {
     fn drop(&mut self) {
-        self.consults.uncount(self.patient);
+        self.consults.uncount(&self.patient);
     }
 }
 
@@ -732,15 +765,28 @@ mod tests {
     }
 
     #[test]
-    fn consult_create_dropped_mid_await_gives_slot_back() {
+    fn consult_create_dropped_mid_await_still_opens_its_room() {
         let dir = tempfile::tempdir().expect("tempdir");
         with_consults(dir.path(), |consults| async move {
             let mut create = Box::pin(consults.create("p1", "d1", 1));
             let first = smol::future::poll_once(create.as_mut()).await;
             assert!(first.is_none(), "the create waits for the store");
             assert_eq!(consults.open_of("p1"), 1, "reserved while in flight");
+            // The caller stops waiting (an HTTP request cancelled): the op is in the store.
             drop(create);
-            assert_eq!(consults.open_of("p1"), 0);
+            // A later create of another patient commits after it (the writer is FIFO) and is
+            // answered through the same kind of task, queued after the first one's.
+            assert!(consults.create("p2", "d1", 1).await.is_ok());
+            assert_eq!(
+                consults.open_count(),
+                2,
+                "the dropped create's room is open"
+            );
+            assert_eq!(consults.open_of("p1"), 1, "and counted: the cap holds");
+            assert_eq!(
+                consults.create("p1", "d1", 1).await,
+                Err(CreateError::TooManyOpen)
+            );
         });
     }
 
