@@ -230,7 +230,8 @@ impl Consults {
         });
         match answer_rx.recv().await {
             Ok(answer) => answer,
-            // The task was cancelled with the server scope: nothing was opened.
+            // The task was cancelled with the server scope (shutdown): no room was opened; if
+            // the op still commits, the next start restores the consultation with its room.
             Err(_) => Err(CreateError::Consult(ConsultError::Internal(
                 "create ended with the server".to_owned(),
             ))),
