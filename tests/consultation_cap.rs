@@ -44,6 +44,23 @@ fn try_create(gw: &Gateway, token: &str) -> Response {
     post(gw, "/v1/consultations", token, body.as_bytes())
 }
 
+/// Writes `POST /v1/consultations` of `token`'s patient with doctor d1 on `s`, for tests that
+/// need the connection itself (to time the request, or to hang up before the answer).
+fn write_create(s: &mut TcpStream, token: &str) {
+    let body = json!({ "doctor": "d1" }).to_string();
+    let auth = format!("Bearer {token}");
+    support::write_request(
+        s,
+        "POST",
+        "/v1/consultations",
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    );
+}
+
 fn assert_refused(r: &Response) {
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "rate_limited", "{}", r.text());
@@ -132,19 +149,8 @@ fn cap_parallel_creates_end_with_exactly_cap_open() {
                 let mut s = TcpStream::connect(addr).expect("connect");
                 s.set_read_timeout(Some(support::IO_TIMEOUT))
                     .expect("timeout");
-                let body = json!({ "doctor": "d1" }).to_string();
-                let auth = format!("Bearer {p1}");
                 ready.wait();
-                support::write_request(
-                    &mut s,
-                    "POST",
-                    "/v1/consultations",
-                    &[
-                        ("Authorization", auth.as_str()),
-                        ("Content-Type", "application/json"),
-                    ],
-                    body.as_bytes(),
-                );
+                write_create(&mut s, &p1);
                 support::read_response(&mut s).expect("a response").status
             })
         })
@@ -199,19 +205,6 @@ fn cap_below_one_exits_2() {
     assert!(err.contains("max-open-consultations-per-patient"), "{err}");
 }
 
-/// `POST /debug/store-faults {"hold": on}` (`--dev`): the store writer keeps the op it has
-/// taken and takes no other until released.
-fn hold_writer(gw: &Gateway, on: bool) {
-    let body = json!({ "hold": on }).to_string();
-    let r = gw.request(
-        "POST",
-        "/debug/store-faults",
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-}
-
 /// A create whose client hangs up while the store holds its op still opens the consultation's
 /// room once the store commits it (consult invariant 6): its scope (with `consult_idle` and
 /// `consult_limit`) is live, and the cap counts it. Before, the room was opened by the
@@ -224,23 +217,12 @@ fn cap_create_cancelled_by_its_client_still_opens_its_room_and_counts() {
     let gw = Gateway::start_in(dir.path(), &["--dev", args[0].as_str(), args[1].as_str()]);
     let p0 = gw.token(&["--sub", "p0", "--role", "patient"]);
     let p1 = gw.token(&["--sub", "p1", "--role", "patient"]);
-    hold_writer(&gw, true);
+    gw.hold_store_writer(true);
     // p0's create is the op the held writer has taken; p1's queues behind it, seen as depth 1.
-    let body = json!({ "doctor": "d1" }).to_string();
     let mut streams = Vec::new();
     for token in [&p0, &p1] {
         let mut s: TcpStream = gw.connect();
-        let auth = format!("Bearer {token}");
-        support::write_request(
-            &mut s,
-            "POST",
-            "/v1/consultations",
-            &[
-                ("Authorization", auth.as_str()),
-                ("Content-Type", "application/json"),
-            ],
-            body.as_bytes(),
-        );
+        write_create(&mut s, token);
         streams.push(s);
     }
     let start = std::time::Instant::now();
@@ -253,7 +235,7 @@ fn cap_create_cancelled_by_its_client_still_opens_its_room_and_counts() {
     // p1 hangs up: its request is cancelled while its op waits in the store's queue.
     drop(streams.pop());
     gw.wait_log("event=request_cancelled reason=peer_closed");
-    hold_writer(&gw, false);
+    gw.hold_store_writer(false);
     let mut p0_stream = streams.pop().expect("p0's connection");
     let p0_created = support::read_response(&mut p0_stream).expect("p0's answer");
     assert_eq!(p0_created.status, 201, "{}", p0_created.text());

@@ -79,19 +79,6 @@ fn mint(gw: &Gateway, sub: &str, role: Role) -> String {
     support::mint_with(&support::gateway_keys(&gw.data_dir), sub, role)
 }
 
-fn hold_writer(gw: &Gateway, hold: bool) -> Value {
-    let r = gw.request(
-        "POST",
-        "/debug/store-faults",
-        &[("Content-Type", "application/json")],
-        json!({ "hold": hold }).to_string().as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let answer = r.json();
-    assert_eq!(answer["hold"], hold, "{answer}");
-    answer
-}
-
 fn queued_ops(gw: &Gateway) -> usize {
     let r = gw.get("/debug/store-faults");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -302,7 +289,7 @@ fn queue_full_send_waits_session_keeps_delivering_then_all_acked_once_in_order()
         let mut fillers = Fillers::connect(&gw, &filler, &cf, FILLERS + WAITERS).await;
 
         // ---------------------------------------------------------- hold and fill
-        assert_eq!(hold_writer(&gw, true)["queued_ops"], 0);
+        assert_eq!(gw.hold_store_writer(true)["queued_ops"], 0);
         // The writer takes P's first queued send and holds it; the rest queue.
         for i in 1..=P_QUEUED {
             let client_id = format!("queued-{i}");
@@ -349,7 +336,7 @@ fn queue_full_send_waits_session_keeps_delivering_then_all_acked_once_in_order()
         );
 
         // ---------------------------------------------------------- release
-        hold_writer(&gw, false);
+        gw.hold_store_writer(false);
         let mut next_seq = P_BEFORE + 1;
         for client_id in &p_sent[usize::try_from(P_BEFORE).expect("small")..] {
             let ack = next_ack(&mut p, "P").await;
@@ -400,7 +387,7 @@ fn queue_full_refusal_read_with_waiting_send_is_answered_while_held() {
     smol::block_on(async {
         let mut p = connect_nodelay(gw.addr, &patient).await;
         let mut fillers = Fillers::connect(&gw, &filler, &cf, FILLERS).await;
-        assert_eq!(hold_writer(&gw, true)["queued_ops"], 0);
+        assert_eq!(gw.hold_store_writer(true)["queued_ops"], 0);
         fillers.fill(&gw, 0).await;
 
         // One write, so one incoming batch: the refusal (P is no member of the fillers'
@@ -433,7 +420,7 @@ fn queue_full_refusal_read_with_waiting_send_is_answered_while_held() {
             "P's waiting send must not have entered the full queue"
         );
 
-        hold_writer(&gw, false);
+        gw.hold_store_writer(false);
         let ack = next_ack(&mut p, "P").await;
         assert_eq!(
             (ack["client_id"].as_str(), ack["seq"].as_u64()),
@@ -549,7 +536,7 @@ fn queue_full_longer_than_the_read_timeout_closes_no_session_and_pings_go_on() {
         let full_fifos = QUEUE_CAPACITY / MAX_IN_FLIGHT;
         assert_eq!(full_fifos * MAX_IN_FLIGHT, QUEUE_CAPACITY);
         let mut fillers = Fillers::connect(&gw, &filler, &cf, full_fifos).await;
-        assert_eq!(hold_writer(&gw, true)["queued_ops"], 0);
+        assert_eq!(gw.hold_store_writer(true)["queued_ops"], 0);
         // The op the held writer has taken is P's; the fillers fill the queue behind it.
         send(&mut p, &c, "first").await;
         fillers.fill(&gw, 1).await;
@@ -567,7 +554,7 @@ fn queue_full_longer_than_the_read_timeout_closes_no_session_and_pings_go_on() {
             QUEUE_CAPACITY,
             "the writer was held all along"
         );
-        hold_writer(&gw, false);
+        gw.hold_store_writer(false);
         for (client_id, seq) in [("first", 1), ("waiting", 2)] {
             let ack = next_ack(&mut p, "P").await;
             assert_eq!(

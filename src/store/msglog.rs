@@ -343,13 +343,18 @@ mod tests {
             .map_err(|e| StoreError::Io(e.to_string()))?;
         file.write_all_at(b"XX", 20)
             .map_err(|e| StoreError::Io(e.to_string()))?;
-        let opened = MessageLog::open(dir.path(), 0o600);
+        assert_opens_corrupt(dir.path());
+        Ok(())
+    }
+
+    /// Opening the log in `dir` is refused as damage.
+    fn assert_opens_corrupt(dir: &Path) {
+        let opened = MessageLog::open(dir, 0o600);
         assert!(
             matches!(opened, Err(StoreError::Corrupt(_))),
             "{:?}",
             opened.err()
         );
-        Ok(())
     }
 
     fn file_len(dir: &Path) -> Result<u64, StoreError> {
@@ -437,12 +442,7 @@ mod tests {
             .write_all_at(b"X", end + MAX_TORN_BYTES + 1)
             .map_err(|e| StoreError::Io(e.to_string()))?;
         drop(r);
-        let opened = MessageLog::open(dir.path(), 0o600);
-        assert!(
-            matches!(opened, Err(StoreError::Corrupt(_))),
-            "{:?}",
-            opened.err()
-        );
+        assert_opens_corrupt(dir.path());
         Ok(())
     }
 }

@@ -303,6 +303,22 @@ impl Gateway {
         page["messages"].as_array().expect("messages").clone()
     }
 
+    /// `POST /debug/store-faults {"hold": on}` (`serve --dev`): while on, the store writer keeps
+    /// the op it has taken and takes no other. The answer, checked to say `hold` is `on`.
+    pub fn hold_store_writer(&self, on: bool) -> serde_json::Value {
+        let body = serde_json::json!({ "hold": on }).to_string();
+        let r = self.request(
+            "POST",
+            "/debug/store-faults",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let answer = r.json();
+        assert_eq!(answer["hold"], on, "{answer}");
+        answer
+    }
+
     /// Consultation `id`'s `last_seq`, as `token` reads it.
     pub fn last_seq(&self, id: &str, token: &str) -> u64 {
         let c = self.get_json_as(&format!("/v1/consultations/{id}"), token);
