@@ -164,9 +164,8 @@ impl Appender {
     /// A close of `record` was applied in the batch: later appends in it are refused, and the
     /// returned record carries the message counts, staged ones included.
     pub(crate) fn closed(&mut self, record: &mut Consultation) {
-        match self.cursors.get_mut(&record.id) {
+        match self.cursors.close(&record.id) {
             Some(cursor) => {
-                cursor.state = ConsultState::Closed;
                 if cursor.last_seq > 0 {
                     record.last_seq = cursor.last_seq;
                     record.last_message_at_ms = cursor.last_ts_ms;

@@ -61,6 +61,11 @@ pub(crate) type DedupeMap = HashMap<u64, u64, BuildHasherDefault<KeyIsHash>>;
 #[derive(Debug, Default)]
 pub(crate) struct Cursors {
     map: HashMap<String, Cursor>,
+    /// Consultations closed by an op of the current batch: their cursors go at its commit.
+    /// Kept apart so a commit touches only them, not every open consultation's cursor (a
+    /// `retain` over 5,000 cursors on each of ~1,000 commits a second was most of the
+    /// writer's user time at 1,000 msgs/s).
+    closed: Vec<String>,
 }
 
 impl Cursors {
@@ -68,18 +73,33 @@ impl Cursors {
         self.map.get_mut(consultation)
     }
 
+    /// Caches the cursor of an open consultation (invariant 2).
     pub(crate) fn insert(&mut self, consultation: &str, cursor: Cursor) -> &mut Cursor {
         self.map.entry(consultation.to_owned()).or_insert(cursor)
     }
 
+    /// A close of `consultation` was applied in the current batch: its cached cursor, if any,
+    /// refuses later appends of the batch and is forgotten at the commit.
+    pub(crate) fn close(&mut self, consultation: &str) -> Option<&Cursor> {
+        let cursor = self.map.get_mut(consultation)?;
+        if cursor.state == ConsultState::Open {
+            cursor.state = ConsultState::Closed;
+            self.closed.push(consultation.to_owned());
+        }
+        Some(cursor)
+    }
+
     /// Forgets the cursors of consultations that a committed batch closed (invariant 2).
     pub(crate) fn drop_closed(&mut self) {
-        self.map.retain(|_, c| c.state == ConsultState::Open);
+        for id in self.closed.drain(..) {
+            self.map.remove(&id);
+        }
     }
 
     /// Forgets everything (invariant 1).
     pub(crate) fn clear(&mut self) {
         self.map.clear();
+        self.closed.clear();
     }
 }
 
@@ -109,20 +129,30 @@ mod tests {
     }
 
     #[test]
-    fn cursors_drop_closed_keeps_open_only() {
+    fn cursors_drop_closed_forgets_only_those_closed_in_the_batch() {
         let mut cs = Cursors::default();
-        let cursor = |state| Cursor {
-            state,
+        let cursor = || Cursor {
+            state: ConsultState::Open,
             last_seq: 0,
             last_ts_ms: 0,
             dedupe: DedupeMap::default(),
         };
-        cs.insert("open", cursor(ConsultState::Open));
-        cs.insert("closed", cursor(ConsultState::Closed));
+        cs.insert("open", cursor());
+        cs.insert("closing", cursor());
+        let closed = cs.close("closing").map(|c| c.state);
+        assert_eq!(closed, Some(ConsultState::Closed));
+        assert!(cs.close("never-cached").is_none());
+        // Closed but not yet committed: still cached, so the batch's later appends see it.
+        assert!(cs.get_mut("closing").is_some());
         cs.drop_closed();
         assert!(cs.get_mut("open").is_some());
-        assert!(cs.get_mut("closed").is_none());
+        assert!(cs.get_mut("closing").is_none());
+        // A second close in a later batch of a re-cached cursor is tracked again.
+        cs.insert("closing", cursor());
+        assert!(cs.close("closing").is_some());
         cs.clear();
+        cs.drop_closed();
         assert!(cs.get_mut("open").is_none());
+        assert!(cs.get_mut("closing").is_none());
     }
 }
