@@ -52,6 +52,7 @@ mod crc32;
 mod cursors;
 mod error;
 mod index;
+mod linger;
 mod log_record;
 mod msglog;
 mod records;

@@ -15,8 +15,9 @@
 //!
 //! # Implementation
 //! The thread blocks on the queue for the first op, then takes whatever else is already queued
-//! (bounded as above) without waiting: under load many callers' ops share one fsync, when idle
-//! a lone op is committed at once (no added latency). The redb transaction is begun only if the
+//! (bounded as above): under load many callers' ops share one fsync, when idle a lone op is
+//! committed at once (no added latency). Under a sustained rate or a burst, the batch then
+//! waits once, briefly, for more (`linger.rs`). The redb transaction is begun only if the
 //! batch has a redb op, so a batch of messages costs one write and one fdatasync. Each op
 //! carries its own one-shot reply slot (`reply.rs`); a caller that stopped waiting simply never reads
 //! its reply, and its op still commits. When a commit leaves the queue empty, the thread
@@ -29,6 +30,7 @@ use std::time::Instant;
 use redb::{Database, WriteTransaction};
 
 use super::append::{Appender, LogBatch};
+use super::linger::Linger;
 use super::msglog::BATCH_LOG_BYTES;
 use super::records::{Appended, Consultation, NewMessage, PurgeCount, RefreshUse};
 use super::{tables, StoreError};
@@ -41,14 +43,6 @@ pub const MAX_BATCH: usize = 256;
 /// Ops that may wait in the queue before callers are made to wait to enqueue (backpressure):
 /// four full batches, so the next batches are already waiting while one commits.
 pub const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
-
-/// A batch that already holds this many ops when the queue runs dry means load: the writer
-/// waits [`LINGER`] once for more before committing. A lone op (the idle case) is committed at
-/// once, so the linger never adds latency when there is nothing to group.
-const LINGER_MIN_OPS: usize = 4;
-/// How long a loaded batch waits for more ops: a fraction of one fdatasync's CPU cost
-/// (~60 µs here), so that commits carry more messages each.
-const LINGER: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// Where a write op's result goes: the caller's one-shot reply slot.
 pub(crate) type Reply<T> = super::reply::ReplyTx<Result<T, StoreError>>;
@@ -291,6 +285,7 @@ pub(crate) fn run(
     shared: Arc<WriterShared>,
 ) {
     let mut log = LogBatch::default();
+    let mut linger = Linger::new(Instant::now());
     while let Ok(first) = ops.recv_blocking() {
         wait_while_held(&shared);
         log.clear();
@@ -303,12 +298,14 @@ pub(crate) fn run(
         };
         batch.apply(first, &mut appender);
         drain(&ops, &mut batch, &mut appender);
-        if batch.staged.len() >= LINGER_MIN_OPS && !batch.full() {
+        if let Some(wait) = linger.wait(batch.staged.len()).filter(|_| !batch.full()) {
             // Under load: let the batch fill a little more before paying for the fdatasync.
-            std::thread::sleep(LINGER);
+            std::thread::sleep(wait);
             drain(&ops, &mut batch, &mut appender);
         }
+        let size = batch.staged.len();
         commit_batch(batch, &mut appender, &shared);
+        linger.committed(Instant::now(), size);
         if ops.is_empty() {
             appender.prewrite();
         }
