@@ -29,6 +29,8 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
+
+use crate::ws::tcp_socket::TcpSocket;
 use serde::Deserialize;
 use smol::stream::StreamExt;
 use smol::{Async, Timer};
@@ -78,7 +80,7 @@ pub struct Target<'a> {
 }
 
 /// A socket that is upgraded, ready and joined.
-pub type Socket = WebSocketStream<Async<TcpStream>>;
+pub type Socket = WebSocketStream<TcpSocket>;
 
 /// The fields of a server frame the load generator looks at.
 #[derive(Deserialize)]
@@ -124,7 +126,7 @@ async fn open_inner(target: Target<'_>) -> Result<Socket, String> {
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     let (mut ws, _response) =
-        async_tungstenite::client_async_with_config(request, stream, Some(config))
+        async_tungstenite::client_async_with_config(request, TcpSocket::new(stream), Some(config))
             .await
             .map_err(|e| match e {
                 WsError::Http(response) => format!("upgrade_http_{}", response.status().as_u16()),

@@ -14,6 +14,7 @@
 //! - [`close`]: close codes, mapped from cancellation reasons in one place.
 //! - [`limits`]: send rate and bad-frame limits.
 //! - [`pipeline`]: a session's sends in flight, answered in send order.
+//! - [`tcp_socket`]: the TCP socket under a WebSocket, without reads known to block.
 //! - [`frames`]: the protocol's JSON frames (defined with the consultations).
 
 pub mod close;
@@ -22,6 +23,7 @@ pub mod heartbeat;
 pub mod limits;
 pub mod pipeline;
 pub mod session;
+pub mod tcp_socket;
 pub mod upgrade;
 
 /// The protocol's frames, shared with the consultations that fan them out.

@@ -41,7 +41,7 @@ use crate::consult::{Caller, REPLAY_PAGE};
 use crate::http::Upgraded;
 use crate::observe::TraceParent;
 use crate::scope::{CancelReason, Scope, ScopeDeadlines, ScopeTimer};
-use async_io::Async;
+use crate::ws::tcp_socket::TcpSocket;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -51,7 +51,6 @@ use smol::future::FutureExt;
 use smol::stream::StreamExt;
 use std::any::Any;
 use std::future::Future;
-use std::net::TcpStream;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
@@ -97,7 +96,7 @@ pub enum Mode {
     Echo,
 }
 
-type Ws = WebSocketStream<Async<TcpStream>>;
+type Ws = WebSocketStream<TcpSocket>;
 
 /// How the loop ended.
 enum End {
@@ -215,7 +214,7 @@ async fn open(start: Box<Start>) -> (Session, Option<Claims>, Box<dyn Any>) {
     // `READ_BUFFER_BYTES`.
     leftover.shrink_to_fit();
     let ws = WebSocketStream::from_partially_read(
-        stream,
+        TcpSocket::new(stream),
         leftover,
         Role::Server,
         Some(ws_config(settings.max_message_bytes)),
