@@ -164,6 +164,11 @@ fn cap_parallel_creates_end_with_exactly_cap_open() {
     expected.extend(vec![429; tries - CAP]);
     assert_eq!(statuses, expected);
     assert_eq!(open_count(&gw, &p1), CAP);
+    // Every refusal is counted, and nothing else is.
+    assert_eq!(
+        gw.metric("consult_edge_consultations_refused_total", None),
+        (tries - CAP) as f64
+    );
 }
 
 #[test]

@@ -21,19 +21,6 @@ use support::mint_with as mint;
 use support::ws::{connect_ready, Client, Event};
 use support::Gateway;
 
-/// One metric sample's value (0 when absent), from the real `/metrics`.
-fn metric(gw: &Gateway, name: &str, label: Option<(&str, &str)>) -> f64 {
-    let r = gw.get("/metrics");
-    assert_eq!(r.status, 200);
-    let samples = parse_prometheus_text(&r.text()).expect("prometheus text");
-    samples
-        .iter()
-        .filter(|s| s.name == name)
-        .filter(|s| label.is_none_or(|(k, v)| s.label(k) == Some(v)))
-        .map(|s| s.value)
-        .sum()
-}
-
 /// `VmRSS` or `VmHWM` of `pid` in KiB.
 fn proc_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -141,7 +128,7 @@ fn overload_send_flood_gets_rate_limited_then_closed_1008() {
         );
     });
     // The flood's close is counted, and the server still serves others.
-    assert!(metric(&gw, "consult_edge_closes_total", Some(("code", "1008"))) >= 1.0);
+    assert!(gw.metric("consult_edge_closes_total", Some(("code", "1008"))) >= 1.0);
     assert_eq!(gw.get("/healthz").status, 200);
 }
 
@@ -291,7 +278,7 @@ fn slow_crowd(crowd: usize, body_bytes: usize, messages: u64, probe_rounds: usiz
         let start = Instant::now();
         let mut closed_4029 = 0.0;
         while start.elapsed() < support::IO_TIMEOUT {
-            closed_4029 = metric(&gw, "consult_edge_closes_total", Some(("code", "4029")));
+            closed_4029 = gw.metric("consult_edge_closes_total", Some(("code", "4029")));
             if closed_4029 >= crowd as f64 {
                 break;
             }
@@ -302,7 +289,7 @@ fn slow_crowd(crowd: usize, body_bytes: usize, messages: u64, probe_rounds: usiz
             // The server really let go of them: only the sender, reader, probe and this
             // metrics request stay open (bounded wait).
             let start = Instant::now();
-            while metric(&gw, "consult_edge_connections_open", None) > 4.0 {
+            while gw.metric("consult_edge_connections_open", None) > 4.0 {
                 assert!(
                     start.elapsed() < support::IO_TIMEOUT,
                     "crowd sockets stay open"

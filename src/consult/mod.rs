@@ -191,6 +191,7 @@ impl Consults {
                  max={max_open}",
                 crate::observe::LogValue(patient)
             );
+            self.metrics.consultation_refused();
             return Err(CreateError::TooManyOpen);
         }
         let Some(consults) = self.self_weak.borrow().upgrade() else {

@@ -43,6 +43,8 @@ pub struct Metrics {
     connections_accepted: Cell<u64>,
     /// Connections refused because `max_connections` were open.
     connections_rejected: Cell<u64>,
+    /// Consultation creates refused because the patient had the most open already.
+    consultations_refused: Cell<u64>,
     /// Authenticated WebSocket sessions open now.
     sessions_open: Cell<u64>,
     /// Successful WebSocket upgrades since start.
@@ -88,6 +90,7 @@ impl Metrics {
             connections_open: Cell::new(0),
             connections_accepted: Cell::new(0),
             connections_rejected: Cell::new(0),
+            consultations_refused: Cell::new(0),
             sessions_open: Cell::new(0),
             upgrades: Cell::new(0),
             messages_stored: Cell::new(0),
@@ -116,6 +119,11 @@ impl Metrics {
     pub fn connection_rejected(&self) {
         self.connections_rejected
             .set(self.connections_rejected.get() + 1);
+    }
+    /// A consultation create was refused over `max_open_consultations_per_patient`.
+    pub fn consultation_refused(&self) {
+        self.consultations_refused
+            .set(self.consultations_refused.get() + 1);
     }
     /// Connections open now.
     pub fn connections_open(&self) -> u64 {
@@ -185,7 +193,7 @@ impl Metrics {
     /// known only at render time (pending timers, live scopes); names get the prefix.
     pub fn render(&self, extra_gauges: &[(&str, &str, f64)]) -> String {
         let mut out = String::with_capacity(4096);
-        let simple: [(&str, &str, &str, u64); 8] = [
+        let simple: [(&str, &str, &str, u64); 9] = [
             (
                 "connections_open",
                 "gauge",
@@ -203,6 +211,12 @@ impl Metrics {
                 "counter",
                 "Connections refused over max_connections.",
                 self.connections_rejected.get(),
+            ),
+            (
+                "consultations_refused_total",
+                "counter",
+                "Consultation creates refused over max_open_consultations_per_patient.",
+                self.consultations_refused.get(),
             ),
             (
                 "sessions_open",

@@ -265,6 +265,21 @@ impl Gateway {
         self.request("GET", path, &[], b"")
     }
 
+    /// One metric's value from the real `/metrics`: the sum of its samples whose `label`
+    /// matches (0 when absent).
+    pub fn metric(&self, name: &str, label: Option<(&str, &str)>) -> f64 {
+        let r = self.get("/metrics");
+        assert_eq!(r.status, 200);
+        let samples =
+            consult_edge::observe::parse_prometheus_text(&r.text()).expect("prometheus text");
+        samples
+            .iter()
+            .filter(|s| s.name == name)
+            .filter(|s| label.is_none_or(|(k, v)| s.label(k) == Some(v)))
+            .map(|s| s.value)
+            .sum()
+    }
+
     /// `GET path` with `Authorization: Bearer token`, expecting 200; its JSON body.
     pub fn get_json_as(&self, path: &str, token: &str) -> serde_json::Value {
         let r = self.request(
