@@ -63,8 +63,8 @@ pub(crate) struct Cursors {
     map: HashMap<String, Cursor>,
     /// Consultations closed by an op of the current batch: their cursors go at its commit.
     /// Kept apart so a commit touches only them, not every open consultation's cursor (a
-    /// `retain` over 5,000 cursors on each of ~1,000 commits a second was most of the
-    /// writer's user time at 1,000 msgs/s).
+    /// `retain` over all of them on every commit was 1.4% of the gateway's CPU samples at
+    /// 20,000 msgs/s over 500 consultations, and grows with the consultations open).
     closed: Vec<String>,
 }
 

@@ -12,7 +12,7 @@
 //! Each commit costs the writer ~30 µs of CPU (`write`, `fdatasync`, the futex wake-ups),
 //! whatever its size. At 20,000 msgs/s the batches, taken as they came, held 2.4 ops on
 //! average: the writer thread used a third of the gateway's CPU. Waiting 200 µs when loaded
-//! gives batches of 6–10 ops (BENCHMARKS.md, fifth session).
+//! gives batches of 7–8 ops there (BENCHMARKS.md, fifth session).
 
 use std::time::{Duration, Instant};
 
