@@ -131,6 +131,7 @@ fn ping_steps(sockets: usize, interval: Duration) -> (usize, Duration) {
 }
 
 /// Pings every socket once per `interval`, spread evenly over it ([`ping_steps`]).
+/// Runs until dropped. A full queue skips that Ping: the socket is writing anyway.
 pub async fn heartbeat(sockets: Vec<Sender<Out>>, interval: Duration) {
     let (steps, step) = ping_steps(sockets.len(), interval);
     let mut k = 0usize;
