@@ -224,13 +224,7 @@ fn soak(n: usize) {
         "RSS {rss} KiB after {n} sockets, {rss_warm} KiB after the warm-up"
     );
     // Every socket's message was stored: history is the proof the sends really happened.
-    let r = gw.get("/metrics");
-    let stored: f64 = consult_edge::observe::parse_prometheus_text(&r.text())
-        .expect("prometheus")
-        .iter()
-        .filter(|s| s.name == "consult_edge_messages_stored_total")
-        .map(|s| s.value)
-        .sum();
+    let stored = gw.metric("consult_edge_messages_stored_total", None);
     assert_eq!(stored as usize, warm_up + n);
 }
 
