@@ -192,6 +192,14 @@ macro_rules! settings {
                     _ => Ok(false),
                 }
             }
+
+            /// Each value against its parser's rule (`ConfigValue::check_value`), for settings
+            /// that were built in code rather than parsed.
+            fn check_values(&self) -> Result<(), String> {
+                $( <$ty as ConfigValue>::check_value(&self.$field)
+                    .map_err(|why| format!("--{}: {why}", stringify!($field).replace('_', "-")))?; )*
+                Ok(())
+            }
         }
     };
 }
@@ -276,8 +284,10 @@ settings! {
 }
 
 impl Settings {
-    /// Cross-field checks that no single value can express; the message names the options.
+    /// Every value's own rule (a zero number, an empty text), then the cross-field checks that
+    /// no single value can express; the message names the options.
     pub(crate) fn validate(&self) -> Result<(), String> {
+        self.check_values()?;
         let keys = [
             self.jwt_secret_file.is_some(),
             self.jwt_private_key.is_some(),
@@ -359,6 +369,51 @@ mod tests {
         assert!(s.validate().is_err());
         s.outbound_queue_messages = MIN_OUTBOUND_QUEUE_MESSAGES;
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn settings_built_in_code_are_held_to_the_parsers_rules() {
+        // One field of each value type: the check is generated for every field alike.
+        let cases = [
+            (
+                Settings {
+                    heartbeat_ms: 0,
+                    ..Settings::default()
+                },
+                "--heartbeat-ms: must be greater than zero",
+            ),
+            (
+                Settings {
+                    send_burst: 0,
+                    ..Settings::default()
+                },
+                "--send-burst: must be greater than zero",
+            ),
+            (
+                Settings {
+                    max_open_consultations_per_patient: 0,
+                    ..Settings::default()
+                },
+                "--max-open-consultations-per-patient: must be greater than zero",
+            ),
+            (
+                Settings {
+                    data_dir: PathBuf::new(),
+                    ..Settings::default()
+                },
+                "--data-dir: expected a path, got an empty value",
+            ),
+            (
+                Settings {
+                    jwt_issuer: Some(" ".to_string()),
+                    ..Settings::default()
+                },
+                "--jwt-issuer: expected a value, got an empty value",
+            ),
+        ];
+        for (settings, why) in cases {
+            assert_eq!(settings.validate(), Err(why.to_string()));
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! - `parse_value` never panics on any input; it returns a message that says what was expected.
 //! - `show_value(&parse_value(s)?)` parses back to the same value (help prints defaults this way).
 //! - Every number option is strictly positive: a zero limit or timeout is always a mistake.
+//! - `check_value` holds a value that was never parsed (settings built in code) to the same
+//!   rule as `parse_value`.
 //!
 //! # Implementation
 //! One small trait implemented for each field type of [`super::Settings`]. Booleans are the only
@@ -20,6 +22,25 @@ pub trait ConfigValue: Sized {
     fn parse_value(raw: &str) -> Result<Self, String>;
     /// Renders the value as it would be written on the command line (for help).
     fn show_value(&self) -> String;
+    /// The rule `parse_value` enforces, checked on a value that was not parsed (settings
+    /// built in code).
+    fn check_value(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn check_positive(n: u64) -> Result<(), String> {
+    if n == 0 {
+        return Err("must be greater than zero".to_string());
+    }
+    Ok(())
+}
+
+fn check_not_blank(text: &str, what: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err(format!("expected {what}, got an empty value"));
+    }
+    Ok(())
 }
 
 fn parse_positive(raw: &str) -> Result<u64, String> {
@@ -41,6 +62,9 @@ impl ConfigValue for u64 {
     fn show_value(&self) -> String {
         self.to_string()
     }
+    fn check_value(&self) -> Result<(), String> {
+        check_positive(*self)
+    }
 }
 
 impl ConfigValue for u32 {
@@ -50,6 +74,9 @@ impl ConfigValue for u32 {
     fn show_value(&self) -> String {
         self.to_string()
     }
+    fn check_value(&self) -> Result<(), String> {
+        check_positive(u64::from(*self))
+    }
 }
 
 impl ConfigValue for usize {
@@ -58,6 +85,9 @@ impl ConfigValue for usize {
     }
     fn show_value(&self) -> String {
         self.to_string()
+    }
+    fn check_value(&self) -> Result<(), String> {
+        check_positive(*self as u64)
     }
 }
 
@@ -79,25 +109,27 @@ impl ConfigValue for bool {
 /// silently require `iss: ""` instead of turning the check off.
 impl ConfigValue for String {
     fn parse_value(raw: &str) -> Result<Self, String> {
-        if raw.trim().is_empty() {
-            return Err("expected a value, got an empty one".to_string());
-        }
+        check_not_blank(raw, "a value")?;
         Ok(raw.to_string())
     }
     fn show_value(&self) -> String {
         self.clone()
     }
+    fn check_value(&self) -> Result<(), String> {
+        check_not_blank(self, "a value")
+    }
 }
 
 impl ConfigValue for PathBuf {
     fn parse_value(raw: &str) -> Result<Self, String> {
-        if raw.trim().is_empty() {
-            return Err("expected a path, got an empty value".to_string());
-        }
+        check_not_blank(raw, "a path")?;
         Ok(PathBuf::from(raw))
     }
     fn show_value(&self) -> String {
         self.display().to_string()
+    }
+    fn check_value(&self) -> Result<(), String> {
+        check_not_blank(&self.to_string_lossy(), "a path")
     }
 }
 
@@ -123,6 +155,9 @@ impl<T: ConfigValue> ConfigValue for Option<T> {
             None => "(none)".to_string(),
         }
     }
+    fn check_value(&self) -> Result<(), String> {
+        self.as_ref().map_or(Ok(()), T::check_value)
+    }
 }
 
 /// Comma-separated lists; blanks around items are trimmed, empty items are dropped.
@@ -140,6 +175,9 @@ impl<T: ConfigValue> ConfigValue for Vec<T> {
         }
         let items: Vec<String> = self.iter().map(ConfigValue::show_value).collect();
         items.join(",")
+    }
+    fn check_value(&self) -> Result<(), String> {
+        self.iter().try_for_each(T::check_value)
     }
 }
 

@@ -51,6 +51,9 @@ pub enum ServeError {
     Store(std::path::PathBuf, StoreError),
     /// `token` could not mint (verify-only key, bad ttl).
     Mint(String),
+    /// Settings built in code break a rule the command line enforces (a zero timeout, two
+    /// keys at once); the message names the option.
+    Settings(String),
 }
 
 impl std::fmt::Display for ServeError {
@@ -64,6 +67,7 @@ impl std::fmt::Display for ServeError {
                 write!(f, "cannot open the store {}: {e}", path.display())
             }
             ServeError::Mint(e) => write!(f, "cannot mint a token: {e}"),
+            ServeError::Settings(e) => write!(f, "invalid settings: {e}"),
         }
     }
 }
@@ -100,6 +104,8 @@ pub fn mint_token(args: &TokenArgs) -> Result<String, ServeError> {
 
 /// Runs the gateway until SIGTERM/SIGINT. Returns once shut down.
 pub fn serve(settings: Settings) -> Result<(), ServeError> {
+    // The command line validated them already; settings built in code have not been.
+    settings.validate().map_err(ServeError::Settings)?;
     let fd_limit = listen::raise_fd_limit();
     std::fs::create_dir_all(&settings.data_dir).map_err(ServeError::DataDir)?;
     let keys = Keys::load(&wiring::key_settings(&settings), &settings.data_dir)
@@ -222,5 +228,28 @@ async fn purge_loop(app: Rc<App>) {
             ),
             Err(error) => log::warn!("event=purge_failed error={error}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_refuses_settings_built_in_code_that_break_a_rule() {
+        // Refused before anything is bound or created: the data dir is never made.
+        let dir = std::env::temp_dir().join(format!("consult-edge-serve-{}", std::process::id()));
+        let settings = Settings {
+            read_timeout_ms: 0,
+            data_dir: dir.clone(),
+            ..Settings::default()
+        };
+        match serve(settings) {
+            Err(ServeError::Settings(why)) => {
+                assert_eq!(why, "--read-timeout-ms: must be greater than zero")
+            }
+            other => panic!("expected a settings error, got {other:?}"),
+        }
+        assert!(!dir.exists());
     }
 }
