@@ -4,7 +4,11 @@
 //! # Invariants
 //! 1. The output is byte for byte what serde_json writes for the same [`ServerFrame`] (tested
 //!    against it, every escape included), so clients see one format whichever path wrote it.
-//! 2. One allocation per frame, sized up front from the fields' lengths.
+//! 2. One allocation per frame, sized up front from the fields' lengths. The `ack` is sized
+//!    exactly: a `String` whose length is its capacity becomes `Bytes` without a second
+//!    allocation (for the shared count), and the ack is never cloned, so nothing allocates it
+//!    later. The `message` frame is cloned for each recipient, which allocates that count
+//!    anyway, so an estimate will do for it.
 //!
 //! # Implementation
 //! Strings are scanned for bytes that need an escape (`"`, `\`, controls below 0x20) in a
@@ -22,8 +26,8 @@ use crate::store::StoredMessage;
 
 /// Room for the field names, quotes, separators and numbers of a `message` frame.
 const MESSAGE_OVERHEAD: usize = 160;
-/// The same for an `ack` frame.
-const ACK_OVERHEAD: usize = 80;
+/// The constant part of an `ack` frame: all but its values (strings with their quotes).
+const ACK_FIXED: usize = r#"{"type":"ack","client_id":,"consultation":,"seq":}"#.len();
 /// The same for a `ready` frame (four numbers of up to 20 digits).
 const READY_OVERHEAD: usize = 192;
 /// The same for a `joined` frame.
@@ -62,7 +66,8 @@ pub fn message_json(m: &StoredMessage) -> Vec<u8> {
 
 /// The `ack` frame of a committed send.
 pub fn ack_json(client_id: &str, consultation: &str, seq: u64) -> String {
-    let mut out = Vec::with_capacity(client_id.len() + consultation.len() + ACK_OVERHEAD);
+    let exact = ACK_FIXED + escaped_len(client_id) + escaped_len(consultation) + digits(seq);
+    let mut out = Vec::with_capacity(exact);
     out.extend_from_slice(br#"{"type":"ack","client_id":"#);
     push_str(&mut out, client_id);
     out.extend_from_slice(br#","consultation":"#);
@@ -168,6 +173,23 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
 
 const HEX: [u8; 16] = *b"0123456789abcdef";
 
+/// The length of `s` as [`push_str`] writes it, quotes included. No early exit, so it
+/// vectorises like [`needs_escape`].
+fn escaped_len(s: &str) -> usize {
+    s.bytes().fold(0, |len, b| {
+        len + match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        }
+    }) + 2
+}
+
+/// The number of decimal digits [`push_padded`] writes for `n` at width 1.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
 /// Whether any byte of `bytes` must be escaped. No early exit, so it vectorises.
 fn needs_escape(bytes: &[u8]) -> bool {
     bytes.iter().fold(false, |any, &b| {
@@ -256,6 +278,19 @@ mod tests {
     }
 
     #[test]
+    fn frame_json_ack_fills_its_capacity_exactly() {
+        for (client_id, consultation, seq) in [
+            ("c-1", "c0ffee", 0),
+            ("", "", 9),
+            ("q\"b\\n\n\u{1}\u{1f}\u{8}\u{c}\t\r", "é 中文 🩺", 10),
+            ("x", "y", u64::MAX),
+        ] {
+            let ack = ack_json(client_id, consultation, seq);
+            assert_eq!(ack.len(), ack.capacity(), "{ack}");
+        }
+    }
+
+    #[test]
     fn frame_json_ack_matches_serde() {
         let serde = ServerFrame::Ack {
             client_id: "c\"1",
@@ -276,8 +311,10 @@ mod tests {
         ) {
             let m = stored(&body, &client_id, seq, ts_ms);
             prop_assert_eq!(String::from_utf8(message_json(&m)).ok(), Some(serde_message(&m)));
+            let ack = ack_json(&body, &client_id, seq);
+            prop_assert_eq!(ack.len(), ack.capacity());
             prop_assert_eq!(
-                ack_json(&body, &client_id, seq),
+                ack,
                 ServerFrame::Ack { client_id: &body, consultation: &client_id, seq }.to_json()
             );
         }
