@@ -390,8 +390,12 @@ impl Session {
                 Event::Incoming(Some(frame)) => match Box::pin(self.on_incoming_batch(frame)).await
                 {
                     // A client whose frames are always ready must not starve its own outbox.
-                    Ok(()) => Box::pin(self.flush_ready_outbox()).await,
-                    Err(end) => Err(end),
+                    // Boxed only when there is a frame to write: a sender's turn usually has
+                    // none, and an empty outbox would only cost the box.
+                    Ok(()) if !self.outbox_rx.is_empty() => {
+                        Box::pin(self.flush_ready_outbox()).await
+                    }
+                    other => other,
                 },
                 Event::Outgoing(Some(frame)) => Box::pin(self.flush_outbox(frame)).await,
                 Event::Outgoing(None) => Err(End::Close(close::SLOW_CONSUMER, "slow consumer")),
