@@ -28,7 +28,7 @@ pub mod frames;
 pub mod outbox;
 pub mod room;
 
-use crate::observe::Metrics;
+use crate::observe::{Metrics, TraceParent};
 use crate::scope::{CancelReason, Scope, ScopeKind};
 use crate::store::{
     Appended, ConsultState, Consultation, NewMessage, PendingAppend, Store, StoreError,
@@ -107,7 +107,9 @@ pub struct Outgoing<'a> {
     pub consultation: &'a str,
     pub client_id: &'a str,
     pub body: &'a str,
-    pub traceparent: &'a str,
+    /// The send's span. Kept as the value, not its header text: the header is formatted once,
+    /// straight into the store's copy ([`new_message`]).
+    pub traceparent: TraceParent,
     pub ts_ms: u64,
     /// The sending socket (not relayed to).
     pub session_id: u64,
@@ -639,7 +641,7 @@ fn new_message(caller: &Caller<'_>, msg: &Outgoing<'_>) -> NewMessage {
         body: msg.body.to_owned(),
         client_id: msg.client_id.to_owned(),
         ts_ms: msg.ts_ms,
-        traceparent: msg.traceparent.to_owned(),
+        traceparent: msg.traceparent.to_header(),
     }
 }
 

@@ -46,8 +46,7 @@ impl Session {
         let span = traceparent
             .and_then(TraceParent::parse)
             .unwrap_or(self.trace)
-            .child()
-            .to_header();
+            .child();
         let caller = Caller {
             user: &user,
             role,
@@ -58,7 +57,7 @@ impl Session {
             consultation,
             client_id,
             body,
-            traceparent: &span,
+            traceparent: span,
             ts_ms: ctx.server.timers().unix_ms(),
             session_id: self.id,
         };
