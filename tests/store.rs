@@ -708,6 +708,46 @@ fn fail_commits_on_appends_fail_nothing_visible_off_recovers() -> TestResult {
     })
 }
 
+/// The writer reuses one list of staged ops from batch to batch: each batch answers its own ops
+/// only, once each, whether the batch before it failed or committed.
+#[test]
+fn batches_after_a_failed_one_answer_only_their_own_ops() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path())?;
+    smol::block_on(async {
+        let c = store.create_consultation("p1", "d1", T0).await?;
+        store.set_fail_commits(true);
+        let (a, created) = smol::future::zip(
+            store.append_message(msg(&c.id, "p1", "c1", "lost")),
+            store.create_consultation("p9", "d9", T0),
+        )
+        .await;
+        assert!(matches!(a, Err(StoreError::Io(_))), "{a:?}");
+        assert!(matches!(created, Err(StoreError::Io(_))), "{created:?}");
+        store.set_fail_commits(false);
+        let before = store.stats();
+        for (seq, client_id) in [(1, "c1"), (2, "c2"), (3, "c3")] {
+            let appended = store
+                .append_message(msg(&c.id, "p1", client_id, "kept"))
+                .await?;
+            assert_eq!(
+                (appended.message.seq, appended.message.client_id.as_str()),
+                (seq, client_id)
+            );
+        }
+        let other = store.create_consultation("p9", "d9", T0).await?;
+        assert_eq!(other.patient, "p9");
+        let after = store.stats();
+        assert_eq!(after.ops_committed - before.ops_committed, 4);
+        assert_eq!(
+            after.commits - before.commits,
+            4,
+            "one batch per sequential op"
+        );
+        Ok(())
+    })
+}
+
 // ----- crash ------------------------------------------------------------------------------------
 
 /// Env var naming the data dir of the crash child; unset, the child test does nothing.

@@ -104,15 +104,45 @@ pub(crate) struct WriterShared {
     pub commit_micros_max: AtomicU64,
 }
 
-/// An applied op waiting for its batch's commit to answer its caller.
-trait Staged: Send {
+/// An applied op waiting for its batch's commit to answer its caller: one variant per reply
+/// type, held by value. A boxed trait object cost one allocation per op, so per message.
+enum Staged {
+    Append(Pending<Appended>),
+    Consultation(Pending<Consultation>),
+    Refresh(Pending<RefreshUse>),
+    Revoke(Pending<()>),
+    Purge(Pending<PurgeCount>),
+}
+
+/// Runs `$body` with `$pending` bound to whichever [`Pending`] a [`Staged`] holds.
+macro_rules! with_pending {
+    ($staged:expr, $pending:ident => $body:expr) => {
+        match $staged {
+            Staged::Append($pending) => $body,
+            Staged::Consultation($pending) => $body,
+            Staged::Refresh($pending) => $body,
+            Staged::Revoke($pending) => $body,
+            Staged::Purge($pending) => $body,
+        }
+    };
+}
+
+impl Staged {
     /// The `Io` error that poisons the batch, if this op hit one.
-    fn fatal(&self) -> Option<StoreError>;
+    fn fatal(&self) -> Option<StoreError> {
+        with_pending!(self, pending => pending.fatal())
+    }
+
     /// Whether the op's outcome depends on the message log write (an append).
-    fn uses_log(&self) -> bool;
+    fn uses_log(&self) -> bool {
+        with_pending!(self, pending => pending.uses_log)
+    }
+
     /// Answers the caller: the op's own outcome if its part of the batch committed, else that
     /// part's error.
-    fn deliver(self: Box<Self>, committed: &Result<(), StoreError>);
+    fn deliver(self, committed: &Result<(), StoreError>) {
+        with_pending!(self, pending => pending.deliver(committed))
+    }
 }
 
 struct Pending<T> {
@@ -121,7 +151,7 @@ struct Pending<T> {
     uses_log: bool,
 }
 
-impl<T: Send + 'static> Staged for Pending<T> {
+impl<T> Pending<T> {
     fn fatal(&self) -> Option<StoreError> {
         match &self.outcome {
             // An append stages nothing unless it succeeds, so its errors fail it alone.
@@ -130,11 +160,7 @@ impl<T: Send + 'static> Staged for Pending<T> {
         }
     }
 
-    fn uses_log(&self) -> bool {
-        self.uses_log
-    }
-
-    fn deliver(self: Box<Self>, committed: &Result<(), StoreError>) {
+    fn deliver(self, committed: &Result<(), StoreError>) {
         let answer = match committed {
             Ok(()) => self.outcome,
             Err(e) => Err(e.clone()),
@@ -144,12 +170,13 @@ impl<T: Send + 'static> Staged for Pending<T> {
     }
 }
 
-fn staged<T: Send + 'static>(reply: Reply<T>, outcome: Result<T, StoreError>) -> Box<dyn Staged> {
-    Box::new(Pending {
+/// An op's outcome that does not depend on the message log write.
+fn pending<T>(reply: Reply<T>, outcome: Result<T, StoreError>) -> Pending<T> {
+    Pending {
         reply,
         outcome,
         uses_log: false,
-    })
+    }
 }
 
 /// One batch being applied.
@@ -158,7 +185,9 @@ struct Batch<'a> {
     /// Begun at the first redb op of the batch.
     txn: Option<WriteTransaction>,
     log: &'a mut LogBatch,
-    staged: Vec<Box<dyn Staged>>,
+    /// Emptied by the commit; the writer keeps its capacity for the next batch, as it does the
+    /// log buffers (a fresh `Vec` grew once per batch, at low load once per message).
+    staged: &'a mut Vec<Staged>,
     /// The first error that fails the whole batch (invariant 3).
     fatal: Option<StoreError>,
 }
@@ -187,7 +216,7 @@ impl Batch<'_> {
         let s = match op {
             Op::Append { message, reply } => {
                 let outcome = appender.stage(message, self.txn.as_ref(), self.log);
-                Box::new(Pending {
+                Staged::Append(Pending {
                     reply,
                     outcome,
                     uses_log: true,
@@ -202,7 +231,7 @@ impl Batch<'_> {
                 let outcome = self
                     .txn()
                     .and_then(|txn| tables::create_consultation(txn, &patient, &doctor, now_ms));
-                staged(reply, outcome)
+                Staged::Consultation(pending(reply, outcome))
             }
             Op::Close {
                 id,
@@ -217,7 +246,7 @@ impl Batch<'_> {
                         appender.closed(&mut record);
                         record
                     });
-                staged(reply, outcome)
+                Staged::Consultation(pending(reply, outcome))
             }
             Op::UseRefresh {
                 jti,
@@ -228,7 +257,7 @@ impl Batch<'_> {
                 let outcome = self
                     .txn()
                     .and_then(|txn| tables::use_refresh(txn, &jti, &sid, exp_unix));
-                staged(reply, outcome)
+                Staged::Refresh(pending(reply, outcome))
             }
             Op::Revoke {
                 sid,
@@ -238,13 +267,13 @@ impl Batch<'_> {
                 let outcome = self
                     .txn()
                     .and_then(|txn| tables::revoke_sid(txn, &sid, until_unix));
-                staged(reply, outcome)
+                Staged::Revoke(pending(reply, outcome))
             }
             Op::Purge { now_unix, reply } => {
                 let outcome = self
                     .txn()
                     .and_then(|txn| tables::purge_expired(txn, now_unix));
-                staged(reply, outcome)
+                Staged::Purge(pending(reply, outcome))
             }
         };
         self.fatal = s.fatal();
@@ -254,13 +283,15 @@ impl Batch<'_> {
 
 impl Op {
     /// Not applied: the batch already failed; the reply carries the batch's error.
-    fn answer_with(self, err: StoreError) -> Box<dyn Staged> {
+    fn answer_with(self, err: StoreError) -> Staged {
         match self {
-            Op::Create { reply, .. } | Op::Close { reply, .. } => staged(reply, Err(err)),
-            Op::Append { reply, .. } => staged(reply, Err(err)),
-            Op::UseRefresh { reply, .. } => staged(reply, Err(err)),
-            Op::Revoke { reply, .. } => staged(reply, Err(err)),
-            Op::Purge { reply, .. } => staged(reply, Err(err)),
+            Op::Create { reply, .. } | Op::Close { reply, .. } => {
+                Staged::Consultation(pending(reply, Err(err)))
+            }
+            Op::Append { reply, .. } => Staged::Append(pending(reply, Err(err))),
+            Op::UseRefresh { reply, .. } => Staged::Refresh(pending(reply, Err(err))),
+            Op::Revoke { reply, .. } => Staged::Revoke(pending(reply, Err(err))),
+            Op::Purge { reply, .. } => Staged::Purge(pending(reply, Err(err))),
         }
     }
 }
@@ -285,15 +316,17 @@ pub(crate) fn run(
     shared: Arc<WriterShared>,
 ) {
     let mut log = LogBatch::default();
+    let mut staged = Vec::new();
     let mut linger = Linger::new(Instant::now());
     while let Ok(first) = ops.recv_blocking() {
         wait_while_held(&shared);
         log.clear();
+        staged.clear();
         let mut batch = Batch {
             db: &db,
             txn: None,
             log: &mut log,
-            staged: Vec::new(),
+            staged: &mut staged,
             fatal: None,
         };
         batch.apply(first, &mut appender);
@@ -376,7 +409,7 @@ fn commit_batch(batch: Batch<'_>, appender: &mut Appender, shared: &WriterShared
             log::warn!("event=store_batch_failed ops={size} error={e}");
         }
     }
-    for s in staged {
+    for s in staged.drain(..) {
         if s.uses_log() {
             s.deliver(&log_outcome);
         } else {
