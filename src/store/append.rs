@@ -16,6 +16,7 @@
 //! the batch's write transaction when there is one (so a close earlier in the batch counts),
 //! else from a read transaction.
 
+use std::ops::Range;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use redb::{Database, ReadableDatabase, WriteTransaction};
@@ -32,11 +33,15 @@ use super::{tables, StoreError};
 pub(crate) struct LogBatch {
     buf: Vec<u8>,
     staged: Vec<StagedRecord>,
+    /// The staged records' consultation ids, end to end: kept, like the buffers, from batch to
+    /// batch, where an id of its own cost each message an allocation.
+    ids: String,
 }
 
 #[derive(Debug)]
 struct StagedRecord {
-    consultation: String,
+    /// Where its consultation id is in [`LogBatch::ids`].
+    id: Range<usize>,
     seq: u64,
     start: usize,
     len: usize,
@@ -54,6 +59,25 @@ impl LogBatch {
     pub(crate) fn clear(&mut self) {
         self.buf.clear();
         self.staged.clear();
+        self.ids.clear();
+    }
+
+    fn stage(&mut self, consultation: &str, seq: u64, start: usize, ts_ms: u64) {
+        let id = self.ids.len()..self.ids.len() + consultation.len();
+        self.ids.push_str(consultation);
+        self.staged.push(StagedRecord {
+            id,
+            seq,
+            start,
+            len: self.buf.len() - start,
+            ts_ms,
+        });
+    }
+
+    /// The consultation id of a staged record. Its range was taken when the id was pushed and
+    /// both are cleared together, so the `""` fallback is never used.
+    fn consultation(&self, r: &StagedRecord) -> &str {
+        self.ids.get(r.id.clone()).unwrap_or_default()
     }
 
     fn message(&self, consultation: &str, seq: u64) -> Option<StoredMessage> {
@@ -61,7 +85,7 @@ impl LogBatch {
             .staged
             .iter()
             .rev()
-            .find(|r| r.seq == seq && r.consultation == consultation)?;
+            .find(|r| r.seq == seq && self.consultation(r) == consultation)?;
         match decode(self.buf.get(r.start..r.start + r.len)?) {
             Parsed::Record(m, _) => Some(m),
             _ => None,
@@ -145,13 +169,7 @@ impl Appender {
         };
         let start = batch.buf.len();
         encode(&message, &mut batch.buf)?;
-        batch.staged.push(StagedRecord {
-            consultation: message.consultation.clone(),
-            seq,
-            start,
-            len: batch.buf.len() - start,
-            ts_ms: message.ts_ms,
-        });
+        batch.stage(&message.consultation, seq, start, message.ts_ms);
         cursor.last_seq = seq;
         cursor.last_ts_ms = message.ts_ms;
         cursor.dedupe.entry(key).or_insert(seq);
@@ -199,12 +217,13 @@ impl Appender {
                     offset: self.end + r.start as u64,
                     len: r.len,
                 };
-                if let Err(why) = index.push(&r.consultation, r.seq, loc, r.ts_ms) {
+                let consultation = batch.consultation(r);
+                if let Err(why) = index.push(consultation, r.seq, loc, r.ts_ms) {
                     // Only a bug in staging could get here; the record is durable regardless
                     // and the next start rebuilds the index from the file.
                     log::error!(
                         "event=message_index_push_failed consultation={} seq={} reason=\"{why}\"",
-                        r.consultation,
+                        consultation,
                         r.seq
                     );
                 }
@@ -321,5 +340,36 @@ impl Reader<'_> {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(batch: &LogBatch) -> Vec<(&str, u64)> {
+        batch
+            .staged
+            .iter()
+            .map(|r| (batch.consultation(r), r.seq))
+            .collect()
+    }
+
+    #[test]
+    fn append_log_batch_ids_are_per_record_and_do_not_outlive_a_clear() {
+        let mut batch = LogBatch::default();
+        for (id, seq) in [("c0ffee", 1), ("beef", 1), ("c0ffee", 2)] {
+            let start = batch.buf.len();
+            batch.buf.extend_from_slice(b"record");
+            batch.stage(id, seq, start, 0);
+        }
+        assert_eq!(ids(&batch), [("c0ffee", 1), ("beef", 1), ("c0ffee", 2)]);
+        batch.clear();
+        assert!(ids(&batch).is_empty());
+        let start = batch.buf.len();
+        batch.buf.extend_from_slice(b"next");
+        batch.stage("ab", 3, start, 0);
+        assert_eq!(ids(&batch), [("ab", 3)]);
+        assert_eq!(batch.staged.first().map(|r| (r.start, r.len)), Some((0, 4)));
     }
 }
