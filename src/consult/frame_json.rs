@@ -145,16 +145,10 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     } else {
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
-            let escape: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                0x00..=0x1f => &[],
-                _ => continue,
+            let escape: &[u8] = match short_escape(b) {
+                Some(escape) => escape,
+                None if b < 0x20 => &[],
+                None => continue,
             };
             out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
             if escape.is_empty() {
@@ -173,14 +167,29 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
 
 const HEX: [u8; 16] = *b"0123456789abcdef";
 
-/// The length of `s` as [`push_str`] writes it, quotes included. No early exit, so it
-/// vectorises like [`needs_escape`].
+/// How [`push_str`] writes byte `b` when it has a two-character escape; `None` for every other
+/// byte (a control byte is then written `\u00XX`, anything else as itself). One table for the
+/// writer and [`escaped_len`], so the ack's exact size cannot drift from what is written.
+fn short_escape(b: u8) -> Option<&'static [u8]> {
+    match b {
+        b'"' => Some(b"\\\""),
+        b'\\' => Some(b"\\\\"),
+        b'\n' => Some(b"\\n"),
+        b'\r' => Some(b"\\r"),
+        b'\t' => Some(b"\\t"),
+        0x08 => Some(b"\\b"),
+        0x0c => Some(b"\\f"),
+        _ => None,
+    }
+}
+
+/// The length of `s` as [`push_str`] writes it, quotes included.
 fn escaped_len(s: &str) -> usize {
     s.bytes().fold(0, |len, b| {
-        len + match b {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
-            0x00..=0x1f => 6,
-            _ => 1,
+        len + match short_escape(b) {
+            Some(escape) => escape.len(),
+            None if b < 0x20 => 6,
+            None => 1,
         }
     }) + 2
 }
