@@ -231,7 +231,7 @@ fn cap_create_cancelled_by_its_client_still_opens_its_room_and_counts() {
         streams.push(s);
     }
     let start = std::time::Instant::now();
-    while gw.get_json_as("/debug/store-faults", "")["queued_ops"] != 1 {
+    while gw.queued_ops() != 1 {
         assert!(
             start.elapsed() < support::IO_TIMEOUT,
             "p1's create never queued"

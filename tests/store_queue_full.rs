@@ -79,19 +79,12 @@ fn mint(gw: &Gateway, sub: &str, role: Role) -> String {
     support::mint_with(&support::gateway_keys(&gw.data_dir), sub, role)
 }
 
-fn queued_ops(gw: &Gateway) -> usize {
-    let r = gw.get("/debug/store-faults");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let depth = r.json()["queued_ops"].as_u64().expect("queued_ops");
-    usize::try_from(depth).expect("queue depth fits usize")
-}
-
 /// Polls the queue depth until it is at least `at_least`; returns it. Each poll is a request
 /// answered by the gateway (an event), bounded by [`QUEUE_WAIT`].
 fn wait_queued_ops(gw: &Gateway, at_least: usize) -> usize {
     let start = Instant::now();
     loop {
-        let depth = queued_ops(gw);
+        let depth = gw.queued_ops();
         if depth >= at_least {
             return depth;
         }
@@ -308,7 +301,7 @@ fn queue_full_send_waits_session_keeps_delivering_then_all_acked_once_in_order()
         // A round trip after the waiters' frames are in the gateway's sockets: their sessions,
         // woken first, begin to wait before P's does.
         assert_eq!(
-            queued_ops(&gw),
+            gw.queued_ops(),
             QUEUE_CAPACITY,
             "a waiter's send was queued"
         );
@@ -330,7 +323,7 @@ fn queue_full_send_waits_session_keeps_delivering_then_all_acked_once_in_order()
         );
         expect_presence_only(&mut p, "d1", true).await;
         assert_eq!(
-            queued_ops(&gw),
+            gw.queued_ops(),
             QUEUE_CAPACITY,
             "P's waiting send must not have entered the full queue"
         );
@@ -415,7 +408,7 @@ fn queue_full_refusal_read_with_waiting_send_is_answered_while_held() {
             "the refusal is answered while the writer is held: {error}"
         );
         assert_eq!(
-            queued_ops(&gw),
+            gw.queued_ops(),
             QUEUE_CAPACITY,
             "P's waiting send must not have entered the full queue"
         );
@@ -550,7 +543,7 @@ fn queue_full_longer_than_the_read_timeout_closes_no_session_and_pings_go_on() {
             }
         }
         assert_eq!(
-            queued_ops(&gw),
+            gw.queued_ops(),
             QUEUE_CAPACITY,
             "the writer was held all along"
         );

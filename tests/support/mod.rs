@@ -334,6 +334,14 @@ impl Gateway {
         answer
     }
 
+    /// `GET /debug/store-faults` (`serve --dev`): how many ops wait in the store's queue now.
+    pub fn queued_ops(&self) -> usize {
+        let r = self.get("/debug/store-faults");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let depth = r.json()["queued_ops"].as_u64().expect("queued_ops");
+        usize::try_from(depth).expect("queue depth fits usize")
+    }
+
     /// Consultation `id`'s `last_seq`, as `token` reads it.
     pub fn last_seq(&self, id: &str, token: &str) -> u64 {
         let c = self.get_json_as(&format!("/v1/consultations/{id}"), token);
